@@ -1,0 +1,1 @@
+"""Evaluation task sets shipped with doctune (JSONL package data)."""
