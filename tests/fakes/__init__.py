@@ -1,0 +1,1 @@
+"""Test doubles at process boundaries: a local OpenAI-compatible HTTP server (openai_server)."""
