@@ -1,0 +1,147 @@
+"""Drive one pipeline run: pick the run id, open the checkpointer, start/resume/skip, show progress, summarise.
+
+A run is identified by its inputs (doc contents + the settings that shape the output), so running the same
+command again resumes the same LangGraph thread: finished sections are not redone, a finished run is not rerun.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from doctune.errors import InputError
+from doctune.schemas import sha256
+from doctune.settings import Settings
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    status: str  # completed | resumed | already_complete
+    generator: str
+    sections: int
+    sections_total: int
+    generated: int
+    accepted: int
+    rejected: int
+    failed_sections: int
+    reasons: dict[str, int]
+    repairs: dict[int, int]  # k repairs -> accepted pairs
+    tokens: dict[str, int]
+    wall_s: float
+    export: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _doc_fingerprint(docs: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for d in docs:
+        p = Path(d)
+        if not p.exists():
+            raise InputError(f"no such file or directory: {d}")
+        files = sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]
+        out.extend((str(f), sha256(f.read_bytes())) for f in files)
+    return out
+
+
+def compute_run_id(docs: list[str], max_sections: int | None, settings: Settings) -> str:
+    """Same inputs and output-shaping settings -> same run id (= LangGraph thread id)."""
+    from doctune.agents.generator import generator_kind
+
+    key = {
+        "docs": _doc_fingerprint(docs),
+        "max_sections": max_sections,
+        "split": settings.split.model_dump(mode="json"),
+        "generator": settings.generator.model_dump(mode="json", exclude={"concurrency"}),
+        "kind": generator_kind(settings),
+        "model": settings.llm.model if generator_kind(settings) == "llm" else None,
+        "curator": settings.curator.model_dump(mode="json"),
+        "train": settings.train.model_dump(mode="json"),
+    }
+    return "run-" + sha256(json.dumps(key, sort_keys=True), 12)
+
+
+async def run_pipeline(
+    docs: list[str],
+    out_dir: Path,
+    settings: Settings,
+    *,
+    max_sections: int | None = None,
+    run_id: str | None = None,
+    show_progress: bool = True,
+    context: Any = None,
+) -> RunSummary:
+    """Run (or resume) the graph for `docs` into `out_dir`; returns the summary."""
+    from doctune.agents.generator import generator_kind
+    from doctune.graph.checkpoint import open_checkpointer
+    from doctune.graph.context import Context
+    from doctune.graph.graph import build_graph
+    from doctune.progress import RunProgress
+
+    t0 = time.monotonic()
+    run_id = run_id or compute_run_id(docs, max_sections, settings)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_run_file(out_dir, run_id, docs, max_sections, settings)
+    ctx = context or Context(settings=settings, out_dir=out_dir)
+    config = {
+        "configurable": {"thread_id": run_id},
+        "max_concurrency": settings.generator.concurrency,
+        "recursion_limit": 50 + 4 * (settings.generator.max_repairs + 2),
+    }
+    async with open_checkpointer(settings.checkpoint.url, out_dir) as saver:
+        graph = build_graph(checkpointer=saver)
+        snap = await graph.aget_state(config)
+        if snap.values and not snap.next:
+            status, values = "already_complete", snap.values
+        else:
+            status = "resumed" if snap.next else "completed"
+            inp = None if snap.next else {"docs": docs, "max_sections": max_sections}
+            done_before = sum(1 for t in snap.tasks if t.name == "section" and t.result is not None)
+            with RunProgress(enabled=show_progress) as prog:
+                prog.sections_done(done_before, len(snap.values.get("section_ids", [])) or None)
+                async for ns, update in graph.astream(
+                    inp, config, context=ctx, stream_mode="updates", subgraphs=True
+                ):
+                    prog.on_update(ns, update)
+            values = (await graph.aget_state(config)).values
+        if context is None:
+            await ctx.aclose()
+    return summarize(run_id, status, generator_kind(settings), values, time.monotonic() - t0)
+
+
+def summarize(run_id: str, status: str, generator: str, values: dict[str, Any], wall_s: float) -> RunSummary:
+    results = values.get("results", [])
+    reasons = Counter(r["reason"] for s in results for r in s["rejected"])
+    reasons.update(d["reason"] for d in values.get("dropped", []))
+    repairs = Counter(k for s in results for k in s["repairs"].values())
+    return RunSummary(
+        run_id=run_id,
+        status=status,
+        generator=generator,
+        sections=len(values.get("section_ids", [])),
+        sections_total=values.get("sections_total", 0),
+        generated=sum(s["generated"] for s in results),
+        accepted=len(values.get("kept", [])),
+        rejected=sum(reasons.values()),
+        failed_sections=sum(1 for s in results if s["error"]),
+        reasons=dict(reasons),
+        repairs=dict(sorted(repairs.items())),
+        tokens={k: sum(s["tokens"].get(k, 0) for s in results) for k in ("input", "output")},
+        wall_s=round(wall_s, 2),
+        export=values.get("export", {}),
+        train=values.get("train", {}),
+        evaluation=values.get("evaluation", {}),
+    )
+
+
+def _write_run_file(out_dir: Path, run_id: str, docs: list[str], max_sections: int | None, s: Settings) -> None:
+    info = {"run_id": run_id, "docs": docs, "max_sections": max_sections, "settings": s.public_dict()}
+    (out_dir / "run.json").write_text(json.dumps(info, indent=2, default=str), encoding="utf-8")

@@ -1,0 +1,71 @@
+"""Run-time dependencies of the graph: passed with `context=`, never checkpointed.
+
+Services (validator, generator, store) are built lazily once per Context, inside the running event loop.
+A LangGraph server run has no Python context object: `resolve(None)` builds one from env settings.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from doctune.settings import Settings, load_settings
+from doctune.store import Store
+
+if TYPE_CHECKING:
+    from doctune.agents.generator import PairGenerator
+    from doctune.agents.validator import Validator
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything a node needs besides its state."""
+
+    settings: Settings
+    out_dir: Path
+    validator: Validator | None = None  # injected (tests) or built lazily
+    generator: PairGenerator | None = None
+    _cache: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    @property
+    def store(self) -> Store:
+        return Store(self.out_dir / "store")
+
+    def get_validator(self) -> Validator:
+        if self.validator is not None:
+            return self.validator
+        if "validator" not in self._cache:
+            from doctune.agents.validator import Validator
+
+            self._cache["validator"] = Validator(self.settings.validator)
+        return self._cache["validator"]
+
+    def get_generator(self) -> PairGenerator:
+        if self.generator is not None:
+            return self.generator
+        if "generator" not in self._cache:
+            from doctune.agents.generator import make_generator
+
+            self._cache["generator"] = make_generator(self.settings)
+        return self._cache["generator"]
+
+    async def aclose(self) -> None:
+        v = self._cache.pop("validator", None)
+        if v is not None:
+            await v.aclose()
+
+
+_DEFAULT: dict[str, Context] = {}
+
+
+def resolve(ctx: Context | None) -> Context:
+    """The run's context, or (server runs) one built from DOCTUNE_* env and DOCTUNE_OUT (default ./doctune-out)."""
+    if ctx is not None:
+        return ctx
+    out = os.environ.get("DOCTUNE_OUT", "doctune-out")
+    if out not in _DEFAULT:
+        cfg = os.environ.get("DOCTUNE_CONFIG")
+        _DEFAULT[out] = Context(settings=load_settings(cfg), out_dir=Path(out))
+    return _DEFAULT[out]

@@ -1,0 +1,65 @@
+"""The doctune state machine, wired in one place.
+
+    split -> Send(section) x N -> curate -> export -> [train -> evaluate]
+    section: generate -> validate -> (repair -> validate)* -> finish
+
+`build_graph()` returns the compiled graph. Pass a checkpointer for durable runs (the CLI uses SQLite at
+<out>/state.sqlite); a LangGraph server brings its own. Run-time services come in `context=Context(...)`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import RetryPolicy
+
+from doctune.graph import nodes
+from doctune.graph.context import Context
+from doctune.graph.state import RunInput, RunOutput, RunState, SectionInput, SectionOutput, SectionState
+
+
+def _transient(exc: Exception) -> bool:
+    """Retry only what can succeed on a second try (rate limits, timeouts, 5xx) -- never bad input."""
+    try:
+        from doctune.agents.llm_generator import is_transient
+    except ImportError:  # pragma: no cover - the LLM extra is part of the core install
+        return isinstance(exc, (TimeoutError, ConnectionError))
+    return is_transient(exc)
+
+
+LLM_RETRY = RetryPolicy(max_attempts=4, initial_interval=1.0, retry_on=_transient)
+
+
+def build_section_graph() -> Any:
+    """Per-section subgraph reached by Send; the repair loop is bounded by settings.generator.max_repairs."""
+    g = StateGraph(SectionState, context_schema=Context, input_schema=SectionInput, output_schema=SectionOutput)
+    g.add_node("generate", nodes.generate, retry_policy=LLM_RETRY)
+    g.add_node("validate", nodes.validate)
+    g.add_node("repair", nodes.repair, retry_policy=LLM_RETRY)
+    g.add_node("finish", nodes.finish)
+    g.add_edge(START, "generate")
+    g.add_edge("generate", "validate")
+    g.add_conditional_edges("validate", nodes.route_after_validate, ["repair", "finish"])
+    g.add_edge("repair", "validate")
+    g.add_edge("finish", END)
+    return g.compile()
+
+
+def build_graph(checkpointer: Any = None) -> Any:
+    """The whole pipeline as a compiled LangGraph graph (`from doctune import build_graph`)."""
+    g = StateGraph(RunState, context_schema=Context, input_schema=RunInput, output_schema=RunOutput)
+    g.add_node("split", nodes.split)
+    g.add_node("section", build_section_graph())
+    g.add_node("curate", nodes.curate)
+    g.add_node("export", nodes.export)
+    g.add_node("train", nodes.train)
+    g.add_node("evaluate", nodes.evaluate)
+    g.add_edge(START, "split")
+    g.add_conditional_edges("split", nodes.fan_out, ["section", "curate"])
+    g.add_edge("section", "curate")
+    g.add_edge("curate", "export")
+    g.add_conditional_edges("export", nodes.route_after_export, ["train", END])
+    g.add_edge("train", "evaluate")
+    g.add_edge("evaluate", END)
+    return g.compile(checkpointer=checkpointer)

@@ -1,0 +1,217 @@
+"""Graph nodes: thin wrappers that load by id, call an agent, store the result, and return small updates."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Literal
+
+from langgraph.runtime import Runtime
+from langgraph.types import Send
+
+from doctune.graph.context import Context, resolve
+from doctune.graph.state import RunState, SectionResult, SectionState
+from doctune.schemas import Attempt, Pair, Verdict, extract_zig_blocks, sha256
+
+# ---------------------------------------------------------------- run level
+
+
+async def split(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Split the docs into sections, store them, keep their ids (first `max_sections` in document order)."""
+    from doctune.agents.splitter import split_paths
+
+    ctx = resolve(runtime.context)
+    sections = split_paths(state["docs"], ctx.settings.split)
+    store = ctx.store
+    for s in sections:
+        store.put_section(s)
+    limit = state.get("max_sections")
+    chosen = sections[:limit] if limit else sections
+    return {"section_ids": [s.id for s in chosen], "sections_total": len(sections)}
+
+
+def fan_out(state: RunState) -> list[Send] | Literal["curate"]:
+    """One branch per section (LangGraph Send); finished branches are kept on resume."""
+    return [Send("section", {"section_id": sid}) for sid in state["section_ids"]] or "curate"
+
+
+# ---------------------------------------------------------------- section subgraph
+
+
+async def generate(state: SectionState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Ask the generator for pairs grounded in the section; store them; queue them for validation."""
+    ctx = resolve(runtime.context)
+    section = ctx.store.get_section(state["section_id"])
+    if len(section.text) < ctx.settings.generator.min_section_chars:
+        return {"pending": [], "generated": 0, "attempt": 0}
+    pairs = await ctx.get_generator().generate(section)
+    if ctx.settings.generator.require_code:
+        pairs = [p for p in pairs if p.code_blocks()]
+    for p in pairs:
+        p.attempts.append(Attempt(n=0, code_hash=_code_hash(p)))
+        ctx.store.put_pair(p)
+    return {"pending": [p.id for p in pairs], "generated": len(pairs), "attempt": 0, "tokens": _tokens(pairs)}
+
+
+async def validate(state: SectionState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Compile and run every Zig block of the pending pairs; split them into accepted and failing."""
+    from doctune.agents.validator import BlockInput
+
+    ctx = resolve(runtime.context)
+    pairs = [ctx.store.get_pair(pid) for pid in state.get("pending", [])]
+    items: list[BlockInput] = []
+    owners: list[int] = []
+    for i, p in enumerate(pairs):
+        for j, code in enumerate(blocks_to_check(p)):
+            items.append(BlockInput(id=f"{p.id}#{j}", code=code, expect=p.expect))
+            owners.append(i)
+    verdicts = await ctx.get_validator().validate_many(items) if items else []
+    per_pair: dict[int, list[Verdict]] = {}
+    for i, v in zip(owners, verdicts, strict=True):
+        per_pair.setdefault(i, []).append(v)
+    accepted, failing = [], []
+    for i, p in enumerate(pairs):
+        vs = per_pair.get(i, [])
+        bad = next((v for v in vs if not v.passed), None)
+        p.verdict = bad or (vs[-1] if vs else None)
+        p.evidence = _weakest_evidence(vs) if bad is None else "none"
+        if p.attempts:
+            p.attempts[-1].verdict = p.verdict.verdict if p.verdict else None
+        ctx.store.put_pair(p)
+        (failing if bad is not None else accepted).append(p.id)
+    return {"accepted": accepted, "failing": failing, "pending": []}
+
+
+def route_after_validate(state: SectionState, runtime: Runtime[Context]) -> Literal["repair", "finish"]:
+    ctx = resolve(runtime.context)
+    can = ctx.get_generator().can_repair and state.get("attempt", 0) < ctx.settings.generator.max_repairs
+    return "repair" if state.get("failing") and can else "finish"
+
+
+async def repair(state: SectionState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Send each failing pair back to the generator with the compiler's output (bounded by max_repairs)."""
+    ctx = resolve(runtime.context)
+    attempt = state.get("attempt", 0) + 1
+    pending, rejected = [], []
+    tokens = dict(state.get("tokens") or {"input": 0, "output": 0})
+    for pid in state.get("failing", []):
+        old = ctx.store.get_pair(pid)
+        assert old.verdict is not None
+        new = await ctx.get_generator().repair(old, old.verdict)
+        if new is None:
+            rejected.append({"pair_id": pid, "reason": old.verdict.verdict})
+            continue
+        new.id = old.id
+        new.attempts = [*old.attempts, Attempt(n=attempt, code_hash=_code_hash(new), feedback=old.verdict.stderr)]
+        for k, v in _tokens([new]).items():
+            tokens[k] = tokens.get(k, 0) + v
+        ctx.store.put_pair(new)
+        pending.append(pid)
+    return {"pending": pending, "failing": [], "rejected": rejected, "attempt": attempt, "tokens": tokens}
+
+
+async def finish(state: SectionState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Reject what still fails and hand one small result back to the run."""
+    ctx = resolve(runtime.context)
+    rejected = list(state.get("rejected", []))
+    for pid in state.get("failing", []):
+        v = ctx.store.get_pair(pid).verdict
+        rejected.append({"pair_id": pid, "reason": v.verdict if v else "no_verdict"})
+    repairs = {pid: len(ctx.store.get_pair(pid).attempts) - 1 for pid in state.get("accepted", [])}
+    result = SectionResult(
+        section_id=state["section_id"],
+        generated=state.get("generated", 0),
+        accepted=list(state.get("accepted", [])),
+        rejected=rejected,
+        repairs=repairs,
+        tokens=dict(state.get("tokens") or {"input": 0, "output": 0}),
+        error=state.get("error"),
+    )
+    return {"results": [result]}
+
+
+# ---------------------------------------------------------------- after the fan-in
+
+
+async def curate(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Dedup + decontamination (+ judge) over all accepted pairs; every drop keeps its reason."""
+    from doctune.agents.curator import curate as run_curator
+
+    ctx = resolve(runtime.context)
+    ids = [pid for r in state.get("results", []) for pid in r["accepted"]]
+    pairs = [ctx.store.get_pair(pid) for pid in ids]
+    result = run_curator(pairs, ctx.settings, eval_prompts=_eval_prompts(ctx))
+    if inspect.isawaitable(result):  # the LLM judge makes curation async
+        result = await result
+    for p in result.kept:
+        if not ctx.store.has_pair(p.id):  # merged hand-written pairs
+            ctx.store.put_pair(p)
+    return {
+        "kept": [p.id for p in result.kept],
+        "dropped": [{"pair_id": p.id, "reason": why} for p, why in result.dropped],
+    }
+
+
+async def export(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Write pairs.jsonl, rejected.jsonl and the HF DatasetDict with its card."""
+    from doctune.dataset import export_run
+
+    ctx = resolve(runtime.context)
+    info = export_run(ctx.out_dir, ctx.store, state, ctx.settings)
+    return {"export": info}
+
+
+def route_after_export(state: RunState, runtime: Runtime[Context]) -> Literal["train", "__end__"]:
+    return "train" if resolve(runtime.context).settings.train.enabled else "__end__"
+
+
+async def train(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """LoRA-train on the exported dataset (preset from settings)."""
+    from doctune.trainer.pipeline import train_node
+
+    ctx = resolve(runtime.context)
+    return {"train": await train_node(ctx.settings, ctx.out_dir, state["export"])}
+
+
+async def evaluate(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Before/after pass@1 on held-out tasks -> report.md."""
+    from doctune.trainer.pipeline import evaluate_node
+
+    ctx = resolve(runtime.context)
+    return {"evaluation": await evaluate_node(ctx.settings, ctx.out_dir, state["export"], state["train"])}
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def blocks_to_check(pair: Pair) -> list[str]:
+    """The Zig blocks whose behaviour the pair claims: the response's, else (for 'what happens' pairs) the
+    instruction's."""
+    blocks = pair.code_blocks()
+    if not blocks and pair.expect is not None:
+        blocks = extract_zig_blocks(pair.instruction)
+    return blocks
+
+
+def _code_hash(pair: Pair) -> str | None:
+    blocks = pair.code_blocks()
+    return sha256("\n".join(blocks)) if blocks else None
+
+
+def _tokens(pairs: list[Pair]) -> dict[str, int]:
+    usage = [p.meta.get("usage") or {} for p in pairs]
+    return {"input": sum(u.get("input", 0) for u in usage), "output": sum(u.get("output", 0) for u in usage)}
+
+
+_EVIDENCE_RANK = {"none": 0, "compiled": 1, "tested": 2, "executed": 3}
+
+
+def _weakest_evidence(verdicts: list[Verdict]) -> str:
+    if not verdicts:
+        return "none"
+    return min((v.evidence for v in verdicts), key=_EVIDENCE_RANK.__getitem__)
+
+
+def _eval_prompts(ctx: Context) -> list[str]:
+    from doctune.evals import load_eval_prompts
+
+    return load_eval_prompts(ctx.settings.eval.tasks)
