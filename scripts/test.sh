@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The test suite as CI runs it: a throw-away PostgreSQL on localhost, then pytest (all markers but gpu).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+source scripts/pg.sh
+pg_start
+trap pg_stop EXIT
+export DOCTUNE_TEST_PG_URL="$PG_URL"
+set +e
+"$VENV/bin/pytest" -m "not gpu" "$@"
+rc=$?
+set -e
+# pytest exit 5 = no tests collected: that is a failure for us.
+exit $rc
