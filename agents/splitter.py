@@ -397,7 +397,7 @@ def summarize(sections: list[Section]) -> dict:
     for s in sections:
         langs.update(s.stats.languages)
     return {
-        "sections": len(sections),
+        "count": len(sections),
         "documents": len({s.source for s in sections}),
         "split_parts": sum(1 for s in sections if s.part > 0),
         "size": {name: _percentile(sizes, q) for name, q in _SIZE_POINTS},
@@ -413,7 +413,7 @@ def stats_table(summary: dict) -> Table:
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("documents", str(summary["documents"]))
-    table.add_row("sections", str(summary["sections"]))
+    table.add_row("sections", str(summary["count"]))
     table.add_row("  of which split parts", str(summary["split_parts"]))
     for name, value in summary["size"].items():
         table.add_row(f"size {name} (chars)", f"{value:,}")
