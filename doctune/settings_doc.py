@@ -1,0 +1,36 @@
+"""Render the settings reference (README's "Configuration" table) from the settings model itself."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from doctune.settings import Settings
+
+
+def _default(field) -> str:  # type: ignore[no-untyped-def]
+    if field.default_factory is not None:
+        if getattr(field.default_factory, "__name__", "") == "<lambda>":
+            return "(computed)"  # machine-dependent, e.g. the CPU count
+        value = field.default_factory()
+    else:
+        value = field.default
+    if value is None:
+        return "unset"
+    return f"`{value!r}`".replace("|", "\\|") if not isinstance(value, str) else f'`"{value}"`'
+
+
+def settings_table() -> str:
+    """Markdown table: key, env var, default, description for every leaf setting."""
+    rows = ["| setting (TOML `[section] key`) | env var | default | what it does |", "|---|---|---|---|"]
+    for section, sfield in Settings.model_fields.items():
+        model = sfield.annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        for key, f in model.model_fields.items():
+            env = f"DOCTUNE_{section.upper()}__{key.upper()}"
+            desc = (f.description or "").replace("|", "\\|")
+            rows.append(f"| `{section}.{key}` | `{env}` | {_default(f)} | {desc} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(settings_table())
