@@ -163,7 +163,9 @@ def make_pairs(section: Section, max_pairs: int | None = None) -> list[Pair]:
         context = _sentences(ex.prose, 2) or _sentences(_clean(section.text.splitlines()[1:8]), 1)
         if outcome == "ok":
             instruction, response = _code_pair(section, ex, mode, topic, context, k)
-            stdout = _stdout_of(ex.transcript) if mode == "run" else None
+            # Transcripts mix stdout and stderr: only trust them for programs that never write to stderr.
+            quiet_stderr = not re.search(r"debug\.print|\blog\.|getStdErr", ex.code)
+            stdout = _stdout_of(ex.transcript) if mode == "run" and quiet_stderr else None
             expect = Expect(outcome="ok", stdout=stdout)
         else:
             instruction, response = _failure_pair(ex, mode, outcome, topic, context, contains)

@@ -88,6 +88,9 @@ def split_by_section(records: list[dict[str, Any]], test_size: float, seed: int)
 def save_dataset(records: list[dict[str, Any]], out: Path, test_size: float, seed: int) -> dict[str, int]:
     """Save a DatasetDict(train, test) to `out` (replacing it atomically)."""
     from datasets import Dataset, DatasetDict, Features, Value
+    from datasets.utils.logging import disable_progress_bar
+
+    disable_progress_bar()  # our own progress display owns the terminal
 
     features = Features(
         {

@@ -62,7 +62,7 @@ async def validate(state: SectionState, runtime: Runtime[Context]) -> dict[str, 
     owners: list[int] = []
     for i, p in enumerate(pairs):
         for j, code in enumerate(blocks_to_check(p)):
-            items.append(BlockInput(id=f"{p.id}#{j}", code=code, expect=p.expect))
+            items.append(BlockInput(id=f"{p.id}#{j}", code=code, expect=p.expect, mode=_mode_for(p)))
             owners.append(i)
     verdicts = await ctx.get_validator().validate_many(items) if items else []
     per_pair: dict[int, list[Verdict]] = {}
@@ -190,6 +190,14 @@ def blocks_to_check(pair: Pair) -> list[str]:
     if not blocks and pair.expect is not None:
         blocks = extract_zig_blocks(pair.instruction)
     return blocks
+
+
+def _mode_for(pair: Pair) -> str:
+    """'auto' (the validator classifies; fragments are type-checked in a wrapper), except for pairs that claim a
+    failure: those must be reproduced exactly the way the doc ran them (e.g. `zig build-obj`)."""
+    if pair.expect is not None and pair.expect.outcome != "ok":
+        return pair.meta.get("mode", "auto")
+    return "auto"
 
 
 def _code_hash(pair: Pair) -> str | None:
