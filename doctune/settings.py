@@ -71,6 +71,9 @@ class GeneratorSettings(BaseModel):
     code_share: float = Field(0.7, ge=0, le=1, description="Target share of code tasks vs conceptual questions.")
     require_code: bool = Field(False, description="Drop pairs without a ```zig block.")
     max_repairs: int = Field(2, ge=0, le=10, description="Repair attempts per failing pair.")
+    format_retries: int = Field(
+        1, ge=0, le=5, description="Re-asks (with the parse error as feedback) after a malformed/truncated/empty answer."
+    )
     concurrency: int = Field(8, ge=1, description="Sections generated concurrently.")
 
 
@@ -89,6 +92,9 @@ class ValidatorSettings(BaseModel):
     concurrency: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1, description="Parallel jobs.")
     cache: bool = Field(True, description="Cache verdicts by (code, mode, zig version, executor) in SQLite.")
     cache_path: Path | None = Field(None, description="Verdict cache file (default: ~/.cache/doctune/verdicts.sqlite).")
+    zig_cache_dir: Path | None = Field(
+        None, description="Zig compile cache private to doctune (default: ~/.cache/doctune/zig-cache)."
+    )
     batch_tests: bool = Field(True, description="Batch test-only blocks into one `zig test` compile.")
     fast_backend: bool = Field(False, description="Compile with -fno-llvm -fno-lld (faster, opt-in).")
     codapi_url: str = Field("http://localhost:1313", description="Codapi server base URL.")

@@ -35,6 +35,7 @@ class ExecRequest:
     files: tuple[tuple[str, str], ...] = ()  # sibling files (name, content) written next to the root
     options: ExecOptions = field(default_factory=ExecOptions)
     expect_run: bool = True  # False: build only (e.g. non-native target), even in run mode
+    root_name: str = "main.zig"  # the root file's name: Zig names the root module (and its types) after it
 
 
 @dataclass

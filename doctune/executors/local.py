@@ -1,0 +1,181 @@
+"""The local executor: the `ziglang` wheel's Zig 0.14.0, compile and run as two sandboxed steps.
+
+Every request gets a fresh temp dir (sources, output binary). The compiler uses this executor's private Zig
+cache (never the user's ~/.cache/zig), which only the compiler writes; the compiled program then runs in its own
+sandbox without the cache or the toolchain (see ``doctune.executors.sandbox``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from doctune.executors.base import ExecRequest, ExecResult, Executor
+from doctune.executors.proc import ProcResult, run_process
+from doctune.executors.sandbox import Limits, compile_argv, resolve_sandbox, rlimit_preexec, run_argv
+from doctune.settings import ValidatorSettings
+from doctune.zig import zig_dir, zig_version
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\- ]*\.zig$")
+# Compiler output that means the toolchain/cache failed, not the code (seen under parallel compiles).
+_INFRA_PATTERNS = re.compile(
+    r"^bwrap: |unable to (?:load|open|create|write|rename|spawn|make path|check cache)|"
+    r"ProcessFdQuotaExceeded|SystemResources|FileBusy|failed to spawn|LLVM ERROR|"
+    r"error: (?:FileNotFound|AccessDenied|Unexpected|OutOfMemory|PathAlreadyExists)\s*$",
+    re.MULTILINE,
+)
+_USER_ERROR = re.compile(r"^\S[^\n]*:\d+:\d+: error: ", re.MULTILINE)
+
+
+def default_zig_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "doctune" / "zig-cache"
+
+
+class LocalExecutor(Executor):
+    """Compiles with the local Zig and runs the result, sandboxed with bubblewrap when available."""
+
+    name = "local"
+
+    def __init__(self, settings: ValidatorSettings, *, zig_cache: Path | None = None) -> None:
+        self.settings = settings
+        self.bwrap = resolve_sandbox(settings.sandbox, settings.unsafe_no_sandbox)
+        self.toolchain = zig_dir()
+        cache = zig_cache or settings.zig_cache_dir or default_zig_cache()
+        self.zig_cache = Path(cache).expanduser().resolve()
+        self.zig_cache.mkdir(parents=True, exist_ok=True)
+        self.limits = Limits(
+            cpu_s=max(1, int(settings.run_timeout_s) + 1),
+            address_space_mb=settings.memory_mb,
+            nproc=128,
+            fsize_mb=16,
+        )
+
+    @property
+    def sandboxed(self) -> bool:
+        return self.bwrap is not None
+
+    def cache_key_parts(self) -> tuple[str, ...]:
+        flags = "fast" if self.settings.fast_backend else "llvm"
+        return (
+            self.name,
+            zig_version(),
+            flags,
+            f"mem{self.settings.memory_mb}",
+            f"t{self.settings.run_timeout_s}",
+        )
+
+    async def execute(self, req: ExecRequest) -> ExecResult:
+        name = req.root_name if _SAFE_NAME.match(req.root_name) else "main.zig"
+        with tempfile.TemporaryDirectory(prefix="doctune-exec-") as tmp:
+            src, out = Path(tmp, "src"), Path(tmp, "out")
+            src.mkdir()
+            out.mkdir()
+            (src / name).write_text(req.code, encoding="utf-8")
+            for fname, content in req.files:
+                dest = (src / fname).resolve()
+                if not dest.is_relative_to(src.resolve()):
+                    return _setup_error(f"file name escapes the work dir: {fname!r}")
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_text(content, encoding="utf-8")
+            emit = req.mode != "obj" or req.expect_run
+            compiled = await self._compile(req, name, src, out, emit=emit)
+            if compiled.infra_error or not compiled.ok or req.mode == "obj" or not req.expect_run:
+                return compiled
+            ran = await self._run(out / "prog")
+            ran.duration_s += compiled.duration_s
+            return ran
+
+    def zig_command(self, req: ExecRequest, name: str, *, zig: str, out_dir: str, emit: bool) -> list[str]:
+        """The compile command (paths as the sandbox sees them)."""
+        sub = {"run": "build-exe", "test": "test", "obj": "build-obj"}[req.mode]
+        cmd = [zig, sub, name]
+        if req.mode == "test":
+            cmd.append("--test-no-exec")
+        cmd.append(f"-femit-bin={out_dir}/prog" if emit else "-fno-emit-bin")
+        opts = req.options
+        if opts.link_libc:
+            cmd.append("-lc")
+        if opts.target:
+            cmd += ["-target", opts.target]
+        if opts.optimize:
+            cmd += ["-O", opts.optimize]
+        if self.settings.fast_backend and emit:
+            cmd += ["-fno-llvm", "-fno-lld"]
+        cmd += list(opts.extra_args)
+        return cmd
+
+    async def _compile(self, req: ExecRequest, name: str, src: Path, out: Path, *, emit: bool) -> ExecResult:
+        timeout = self.settings.compile_timeout_s
+        cap = self.settings.output_limit_bytes
+        if self.bwrap:
+            cmd = self.zig_command(req, name, zig="/zig/zig", out_dir="/out", emit=emit)
+            argv = compile_argv(
+                self.bwrap, cmd, src=src, out=out, toolchain=self.toolchain, cache=self.zig_cache
+            )
+            res = await run_process(argv, timeout_s=timeout, cap=cap)
+        else:
+            cmd = self.zig_command(req, name, zig=str(self.toolchain / "zig"), out_dir=str(out), emit=emit)
+            env = {
+                **os.environ,
+                "ZIG_GLOBAL_CACHE_DIR": str(self.zig_cache),
+                "ZIG_LOCAL_CACHE_DIR": str(self.zig_cache),
+            }
+            res = await run_process(cmd, timeout_s=timeout, cap=cap, env=env, cwd=str(src))
+        result = _to_result("compile", res)
+        if result.infra_error is None and not result.ok and not result.timed_out and _looks_like_infra(res):
+            result.infra_error = "compiler failed without a source error: " + _first_line(res.stderr)
+        return result
+
+    async def _run(self, binary: Path) -> ExecResult:
+        timeout = self.settings.run_timeout_s
+        cap = self.settings.output_limit_bytes
+        if self.bwrap:
+            argv = run_argv(self.bwrap, binary, [], limits=self.limits)
+            res = await run_process(argv, timeout_s=timeout, cap=cap)
+        else:
+            work = Path(tempfile.mkdtemp(prefix="doctune-run-", dir=binary.parent))
+            prog = work / "prog"
+            shutil.copy2(binary, prog)
+            res = await run_process(
+                [str(prog)], timeout_s=timeout, cap=cap, cwd=str(work), preexec_fn=rlimit_preexec(self.limits)
+            )
+        result = _to_result("run", res)
+        if self.bwrap and res.returncode == 1 and res.stderr.startswith("bwrap: "):
+            result.infra_error = "sandbox failed to start: " + _first_line(res.stderr)
+        return result
+
+
+def _to_result(stage: str, res: ProcResult) -> ExecResult:
+    sig = res.signal
+    return ExecResult(
+        stage=stage,
+        exit_code=res.returncode,
+        stdout=res.stdout,
+        stderr=res.stderr,
+        duration_s=res.duration_s,
+        timed_out=res.timed_out,
+        signal=sig,
+        # SIGXCPU / SIGXFSZ come from rlimits; runaway output is a limit of ours.
+        resource_limit=res.output_exceeded or sig in (24, 25),
+        infra_error=res.start_error,
+        truncated=res.truncated,
+    )
+
+
+def _looks_like_infra(res: ProcResult) -> bool:
+    if res.returncode is not None and res.returncode < 0:
+        return True  # the compiler itself crashed or was killed
+    if _USER_ERROR.search(res.stderr):
+        return False
+    return bool(_INFRA_PATTERNS.search(res.stderr))
+
+
+def _first_line(text: str) -> str:
+    return next((ln.strip() for ln in text.splitlines() if ln.strip()), "(no output)")[:300]
+
+
+def _setup_error(msg: str) -> ExecResult:
+    return ExecResult(stage="setup", exit_code=None, stdout="", stderr=msg, duration_s=0.0, infra_error=None)
