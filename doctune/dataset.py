@@ -7,6 +7,7 @@ generalisation to unseen doc sections, not memorised near-copies.
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import tempfile
@@ -17,7 +18,7 @@ from typing import Any
 
 from doctune.schemas import Pair
 from doctune.settings import Settings
-from doctune.store import Store
+from doctune.store import FILE_MODE, Store
 
 DATASET_COLUMNS = ("messages", "id", "section_id", "heading_path", "source", "generator", "evidence")
 
@@ -64,6 +65,7 @@ def write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> int:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
             n += 1
+    os.chmod(f.name, FILE_MODE)
     Path(f.name).replace(path)
     return n
 

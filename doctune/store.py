@@ -9,6 +9,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK  # what open() would give; mkstemp's 0600 would surprise users
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +34,7 @@ class Store:
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(data)
+            os.chmod(tmp, FILE_MODE)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
