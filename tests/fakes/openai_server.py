@@ -44,6 +44,7 @@ class Fault:
 
     kind: str
     retry_after_s: float = 1.0  # 429 only; sent as Retry-After (ceil seconds) and retry-after-ms
+    answer: str | dict[str, Any] | None = None  # what malformed/truncated cut up (default: the default answer)
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -87,7 +88,7 @@ class Recorded:
 
     path: str
     body: dict[str, Any]
-    headers: dict[str, str]
+    headers: dict[str, str]  # names lower-cased
     status: int
     fault: str | None
     content: str | None  # the text or tool-call arguments sent back (None for errors)
@@ -267,7 +268,7 @@ class FakeOpenAI:
             except Exception as e:  # a broken responder is a test bug: make it loud, as a 500
                 return (*_error(500, f"responder raised {type(e).__name__}: {e}", "server_error"), "responder", None)
             if isinstance(answer, Fault):
-                fault, answer = answer, ""
+                fault, answer = answer, answer.answer if answer.answer is not None else default_responder(body)
             return self._answer(body, answer, fault)
         finally:
             with self._lock:
@@ -354,12 +355,16 @@ def _make_handler(srv: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (timeout): nothing to do
 
+        def _record(self, body: dict[str, Any], status: int, fault: str | None, content: str | None) -> None:
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            srv._record(Recorded(self.path, body, headers, status, fault, content, time.time()))
+
         def _authorised(self) -> bool:
             if srv.api_key is None or self.headers.get("Authorization") == f"Bearer {srv.api_key}":
                 return True
             status, headers, payload = _error(401, "Incorrect API key provided", "invalid_api_key")
             self._send(status, headers, payload)
-            srv._record(Recorded(self.path, {}, dict(self.headers), 401, "auth", None, time.time()))
+            self._record({}, 401, "auth", None)
             return False
 
         def do_GET(self) -> None:  # noqa: N802
@@ -385,7 +390,7 @@ def _make_handler(srv: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 self._send(*_error(400, f"bad request: {e}", "invalid_request"))
                 return
             status, headers, payload, fault, content = srv.handle_chat(body)
-            srv._record(Recorded(self.path, body, dict(self.headers), status, fault, content, time.time()))
+            self._record(body, status, fault, content)
             if payload is None:  # "disconnect": drop the connection without an answer
                 self.close_connection = True
                 self.connection.close()

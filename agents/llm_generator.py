@@ -1,0 +1,260 @@
+"""The LLM QA-generator agent: section -> instruction/response pairs, and repair of a pair that failed validation.
+
+Defines the output schemas the model fills (``GeneratedPair``, ``GeneratedPairs``, ``RepairedAnswer``),
+``generate_pairs`` (first pass + continuation passes for long sections), ``repair_pair`` (instruction, code and
+trimmed compiler output back to the model) and ``LLMGenerator`` (the ``PairGenerator`` the graph calls).
+Pairs that cannot be validated (empty fields, a code task without a ```zig block) are rejected here, with the
+reason, before validation. No LangGraph here: the graph wires these functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from langchain_core.messages import HumanMessage, SystemMessage
+from pydantic import BaseModel, Field
+
+from doctune import prompts
+from doctune.agents.llm import GenerationError, RateLimiter, StructuredCaller, Usage, is_transient
+from doctune.schemas import Pair, Section, Verdict, extract_zig_blocks, sha256
+from doctune.settings import Settings
+from doctune.zig import EXPECTED_VERSION as ZIG_VERSION
+
+__all__ = ["GeneratedPair", "GeneratedPairs", "GenerationError", "GenerationResult", "LLMGenerator",
+           "RepairedAnswer", "generate_pairs", "is_transient", "repair_pair"]
+
+GENERATE_TEMPLATES = ("generate_system", "generate_user", "format_feedback")
+REPAIR_TEMPLATES = ("generate_system", "repair", "format_feedback")
+PAIRS_SHAPE = '{"pairs": [{"instruction": "...", "response": "...", "kind": "code" or "conceptual"}]}'
+REPAIR_SHAPE = '{"response": "..."}'
+MAX_FEEDBACK_CHARS = 4000  # compiler output sent back for repair (the first errors matter most)
+
+
+class GeneratedPair(BaseModel):
+    """One pair as the model writes it."""
+
+    instruction: str = Field(description="A self-contained question or task for a Zig programmer.")
+    response: str = Field(
+        description="The answer. For a code task: a short explanation and the complete program or tests in one "
+        "```zig fenced block. For a conceptual question: a prose answer grounded in the documentation."
+    )
+    kind: Literal["code", "conceptual"] = Field(
+        description="'code' for a task whose answer contains Zig code, 'conceptual' for a prose question."
+    )
+
+
+class GeneratedPairs(BaseModel):
+    """The model's whole answer for one pass over a section."""
+
+    pairs: list[GeneratedPair] = Field(description="The instruction/response pairs.")
+
+
+class RepairedAnswer(BaseModel):
+    """The model's corrected answer to a failing pair (the instruction stays the same)."""
+
+    response: str = Field(description="The corrected answer: short explanation and the whole code in one ```zig block.")
+
+
+class RejectedPair(BaseModel):
+    pair: Pair
+    reason: str
+
+
+class GenerationResult(BaseModel):
+    """What generating one section produced."""
+
+    pairs: list[Pair] = Field(default_factory=list, description="Usable pairs, ready for validation.")
+    rejected: list[RejectedPair] = Field(default_factory=list, description="Pairs dropped before validation.")
+    usage: Usage = Field(default_factory=Usage, description="Tokens of every call for this section.")
+    passes: int = Field(0, description="Generation passes made (1 + continuations).")
+    errors: list[str] = Field(default_factory=list, description="Continuation passes that failed (non-fatal).")
+    prompt_hash: str = ""
+
+
+def prompt_hash() -> str:
+    return prompts.template_hash(*GENERATE_TEMPLATES)
+
+
+def _code_count(n: int, settings: Settings) -> int:
+    return n if settings.generator.require_code else round(n * settings.generator.code_share)
+
+
+def _to_pair(g: GeneratedPair, section: Section, settings: Settings, phash: str, n_pass: int) -> tuple[Pair, str | None]:
+    """Our Pair from the model's, and why it must be dropped before validation (None = usable)."""
+    instruction, response = g.instruction.strip(), g.response.strip()
+    has_code = bool(extract_zig_blocks(response))
+    pair = Pair(
+        id="l-" + sha256(f"{section.id}|{instruction}|{response}"),
+        section_id=section.id,
+        heading_path=section.heading_path,
+        source=section.source,
+        instruction=instruction,
+        response=response,
+        kind="code" if has_code else "conceptual",  # what the answer is, whatever the model called it
+        generator=f"llm:{settings.llm.model}",
+        prompt_hash=phash,
+        meta={"pass": n_pass, "declared_kind": g.kind},
+    )
+    if not instruction or not response:
+        return pair, "empty instruction or response"
+    if g.kind == "code" and not has_code:
+        return pair, "code task without a ```zig block"
+    if settings.generator.require_code and not has_code:
+        return pair, "conceptual pair (generator.require_code is set)"
+    return pair, None
+
+
+def _messages(section: Section, n: int, n_code: int, covered: Sequence[str]) -> list[Any]:
+    user = prompts.render(
+        "generate_user", zig_version=ZIG_VERSION, heading_path=section.heading_path or section.title,
+        source=section.source, section_text=section.text, n_pairs=n, n_code=n_code, covered=list(covered),
+    )
+    return [SystemMessage(content=prompts.render("generate_system", zig_version=ZIG_VERSION)),
+            HumanMessage(content=user)]
+
+
+async def generate_pairs(section: Section, settings: Settings, *, covered: Sequence[str] = (), n: int | None = None,
+                         caller: StructuredCaller | None = None) -> GenerationResult:
+    """Pairs grounded in ``section``: one pass, plus continuation passes (asking for aspects not yet covered)
+    when the section is longer than ``generator.continuation_chars``, up to ``generator.max_continuations``.
+
+    Raises GenerationError (with the raw answer) when the first pass gives nothing usable, EndpointError for a
+    refused endpoint, and transient errors once our retries are spent.
+    """
+    gs = settings.generator
+    n = n or gs.pairs_per_section
+    caller = caller or StructuredCaller(settings.llm, format_retries=gs.format_retries)
+    phash = prompt_hash()
+    result = GenerationResult(prompt_hash=phash)
+    seen, done = list(covered), {c.strip().lower() for c in covered}
+    passes = 1 + (gs.max_continuations if len(section.text) > gs.continuation_chars else 0)
+    for k in range(passes):
+        cfg = {"run_name": "llm:generate", "tags": [f"section:{section.id}"],
+               "metadata": {"model": settings.llm.model, "prompt_hash": phash, "pass": k, "section_id": section.id}}
+        try:
+            answer, usage, _ = await caller.call(GeneratedPairs, _messages(section, n, _code_count(n, settings), seen),
+                                                 shape=PAIRS_SHAPE, config=cfg)
+        except GenerationError as e:
+            result.usage = result.usage + e.usage
+            if k == 0:
+                e.usage = result.usage
+                raise
+            result.errors.append(f"pass {k}: {e}")
+            break
+        result.usage, result.passes = result.usage + usage, k + 1
+        new = 0
+        for g in answer.pairs:
+            pair, reason = _to_pair(g, section, settings, phash, k)
+            key = pair.instruction.lower()
+            if key in done:
+                reason = reason or "duplicate instruction in this section"
+            done.add(key)
+            if reason is None:
+                result.pairs.append(pair)
+                seen.append(pair.instruction)
+                new += 1
+            else:
+                result.rejected.append(RejectedPair(pair=pair, reason=reason))
+        if new == 0:
+            break  # the model has nothing new to say about this section
+    if not result.pairs and not result.rejected:
+        raise GenerationError(f"the model returned no pairs for section {section.heading_path!r}", usage=result.usage)
+    _spread_usage(result)
+    return result
+
+
+def _spread_usage(result: GenerationResult) -> None:
+    """Put the section's token usage on its pairs (meta["usage"]) so that summing them gives the exact total."""
+    holders = result.pairs or [r.pair for r in result.rejected]
+    k = len(holders)
+    for i, p in enumerate(holders):
+        share = {f: getattr(result.usage, f) // k + (getattr(result.usage, f) % k if i == 0 else 0)
+                 for f in ("input", "output")}
+        p.meta["usage"] = share
+
+
+def _feedback(verdict: Verdict) -> str:
+    text = verdict.stderr.strip()
+    if verdict.verdict == "wrong_output":
+        text = f"{text}\nThe program printed:\n{verdict.stdout}".strip()
+    if verdict.verdict == "timeout":
+        text = text or "The program did not finish in time (infinite loop or waiting for input?)."
+    if len(text) > MAX_FEEDBACK_CHARS:
+        text = text[:MAX_FEEDBACK_CHARS].rsplit("\n", 1)[0] + "\n... (output trimmed)"
+    return text
+
+
+async def repair_pair(pair: Pair, verdict: Verdict, settings: Settings, *, attempt: int = 1,
+                      caller: StructuredCaller | None = None) -> Pair:
+    """A new version of ``pair`` whose code the model fixed from the compiler's/tests' output.
+
+    The instruction stays; the response is replaced; ``meta["usage"]`` holds this call's tokens and
+    ``meta["feedback"]`` the output that was sent. Raises GenerationError when the answer is unusable or has no
+    ```zig block.
+    """
+    caller = caller or StructuredCaller(settings.llm, format_retries=settings.generator.format_retries)
+    feedback = _feedback(verdict)
+    user = prompts.render(
+        "repair", zig_version=ZIG_VERSION, instruction=pair.instruction, response=pair.response,
+        verdict=verdict.verdict, compiler_output=feedback,
+        expected_stdout=pair.expect.stdout if pair.expect else None,
+    )
+    rhash = prompts.template_hash(*REPAIR_TEMPLATES)
+    cfg = {"run_name": "llm:repair", "tags": [f"section:{pair.section_id}", f"pair:{pair.id}"],
+           "metadata": {"model": settings.llm.model, "prompt_hash": rhash, "attempt": attempt,
+                        "section_id": pair.section_id}}
+    msgs = [SystemMessage(content=prompts.render("generate_system", zig_version=ZIG_VERSION)), HumanMessage(content=user)]
+    answer, usage, _ = await caller.call(RepairedAnswer, msgs, shape=REPAIR_SHAPE, config=cfg)
+    response = answer.response.strip()
+    if not extract_zig_blocks(response):
+        raise GenerationError("the repaired answer has no ```zig block", raw=response, usage=usage)
+    return pair.model_copy(update={
+        "response": response, "kind": "code", "verdict": None, "evidence": "none",
+        "meta": {**pair.meta, "usage": usage.as_meta(), "repair_prompt_hash": rhash, "feedback": feedback},
+    }, deep=True)
+
+
+class LLMGenerator:
+    """The LLM agent behind the graph's generate/repair nodes (``doctune.agents.generator.PairGenerator``).
+
+    One instance per run: it owns the client, the rate limiter and the in-memory usage totals.
+    """
+
+    can_repair = True
+
+    def __init__(self, settings: Settings, *, caller: StructuredCaller | None = None):
+        self.settings = settings
+        self.name = f"llm:{settings.llm.model}"
+        self.caller = caller or StructuredCaller(
+            settings.llm, format_retries=settings.generator.format_retries,
+            limiter=RateLimiter(settings.llm.requests_per_second),
+        )
+        self.usage = Usage()
+        self.last_repair_error: dict[str, str] = {}  # pair id -> why its last repair gave nothing usable
+
+    async def generate_result(self, section: Section, covered: Sequence[str] = ()) -> GenerationResult:
+        try:
+            result = await generate_pairs(section, self.settings, covered=covered, caller=self.caller)
+        except GenerationError as e:
+            self.usage = self.usage + e.usage
+            raise
+        self.usage = self.usage + result.usage
+        return result
+
+    async def aclose(self) -> None:
+        await self.caller.aclose()
+
+    async def generate(self, section: Section) -> list[Pair]:
+        return (await self.generate_result(section)).pairs
+
+    async def repair(self, pair: Pair, verdict: Verdict) -> Pair | None:
+        """None when the model's repair is unusable (the reason is kept in ``last_repair_error``)."""
+        try:
+            new = await repair_pair(pair, verdict, self.settings, attempt=len(pair.attempts), caller=self.caller)
+        except GenerationError as e:
+            self.usage = self.usage + e.usage
+            self.last_repair_error[pair.id] = str(e)
+            return None
+        self.usage = self.usage + Usage(**new.meta["usage"])
+        return new
