@@ -1,12 +1,14 @@
 """Run-time dependencies of the graph: passed with `context=`, never checkpointed.
 
 Services (validator, generator, store) are built lazily once per Context, inside the running event loop.
-A LangGraph server run has no Python context object: `resolve(None)` builds one from env settings.
+A LangGraph server run has no Python context object: `resolve(None)` builds one from env settings, and
+`resolve({"out_dir": ..., "config": ...})` (a server run's JSON `context`) one for that output dir / TOML file.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,15 +59,21 @@ class Context:
             await v.aclose()
 
 
-_DEFAULT: dict[str, Context] = {}
+_DEFAULT: dict[tuple[str, str | None], Context] = {}
 
 
-def resolve(ctx: Context | None) -> Context:
-    """The run's context, or (server runs) one built from DOCTUNE_* env and DOCTUNE_OUT (default ./doctune-out)."""
-    if ctx is not None:
+def resolve(ctx: Context | Mapping[str, Any] | None) -> Context:
+    """The run's context; for server runs (no Context object) one built from DOCTUNE_* env settings.
+
+    A server run may pass a JSON context `{"out_dir": ..., "config": ...}`; missing keys fall back to
+    $DOCTUNE_OUT (default ./doctune-out) and $DOCTUNE_CONFIG. One Context per (out_dir, config) is kept.
+    """
+    if isinstance(ctx, Context):
         return ctx
-    out = os.environ.get("DOCTUNE_OUT", "doctune-out")
-    if out not in _DEFAULT:
-        cfg = os.environ.get("DOCTUNE_CONFIG")
-        _DEFAULT[out] = Context(settings=load_settings(cfg), out_dir=Path(out))
-    return _DEFAULT[out]
+    opts = dict(ctx or {})
+    out = str(opts.get("out_dir") or os.environ.get("DOCTUNE_OUT", "doctune-out"))
+    cfg = opts.get("config") or os.environ.get("DOCTUNE_CONFIG") or None
+    key = (out, cfg)
+    if key not in _DEFAULT:
+        _DEFAULT[key] = Context(settings=load_settings(cfg), out_dir=Path(out))
+    return _DEFAULT[key]

@@ -30,8 +30,13 @@ async def split(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
 
 
 def fan_out(state: RunState) -> list[Send] | Literal["curate"]:
-    """One branch per section (LangGraph Send); finished branches are kept on resume."""
-    return [Send("section", {"section_id": sid}) for sid in state["section_ids"]] or "curate"
+    """One branch per section without a result yet (LangGraph Send); finished branches are kept on resume.
+
+    Sections that already have a result are skipped: `doctune retry` forks a finished run here with the results
+    of the sections it keeps, so only the failed ones are sent again. (A fresh run has no results at this point.)
+    """
+    have = {r["section_id"] for r in state.get("results", [])}
+    return [Send("section", {"section_id": sid}) for sid in state["section_ids"] if sid not in have] or "curate"
 
 
 # ---------------------------------------------------------------- section subgraph
