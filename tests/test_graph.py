@@ -20,8 +20,21 @@ from doctune.settings import load_settings
 pytestmark = pytest.mark.zig
 
 
-def _settings(tmp_path: Path, **kw):
-    return load_settings(validator={"cache_path": str(tmp_path / "verdicts.sqlite")}, **kw)
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One verdict cache for the module: the first run compiles, later runs of the same code hit the cache."""
+    return tmp_path_factory.mktemp("verdicts")
+
+
+def _settings(cache: Path, **kw):
+    return load_settings(validator={"cache_path": str(cache / "verdicts.sqlite")}, **kw)
+
+
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path):
+    out = tmp_path_factory.mktemp("sample") / "out"
+    s = asyncio.run(run_pipeline([str(_sample())], out, _settings(cache_dir), show_progress=False))
+    return s, out
 
 
 def _sample() -> Path:
@@ -30,9 +43,8 @@ def _sample() -> Path:
     return sample_doc_path()
 
 
-def test_sample_doc_end_to_end(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    s = asyncio.run(run_pipeline([str(_sample())], out, _settings(tmp_path), show_progress=False))
+def test_sample_doc_end_to_end(sample_run) -> None:
+    s, out = sample_run
     assert s.status == "completed" and s.sections > 3
     assert s.accepted >= 8, s
     rows = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
@@ -52,10 +64,9 @@ def test_sample_doc_end_to_end(tmp_path: Path) -> None:
     assert f"accepted pairs: {s.accepted}" in card and "0.14.0" in card
 
 
-def test_accepted_code_really_runs(tmp_path: Path) -> None:
+def test_accepted_code_really_runs(sample_run, tmp_path: Path) -> None:
     """Copy accepted code out and run it with plain `python -m ziglang` (no doctune in the loop)."""
-    out = tmp_path / "out"
-    asyncio.run(run_pipeline([str(_sample())], out, _settings(tmp_path), show_progress=False))
+    _, out = sample_run
     rows = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
     ok = [r for r in rows if r["verdict"]["verdict"] == "ok" and r["verdict"]["mode"] in ("run", "test")][:3]
     assert ok
@@ -69,15 +80,16 @@ def test_accepted_code_really_runs(tmp_path: Path) -> None:
         assert res.returncode == 0, res.stderr.decode(errors="replace")
 
 
-def test_broken_example_is_rejected_with_compiler_message(tmp_path: Path) -> None:
+def test_broken_example_is_rejected_with_compiler_message(tmp_path: Path, cache_dir: Path) -> None:
     doc = tmp_path / "doc.md"
     doc.write_text(
-        "# Broken\n\nThis example claims to work but has a type error, which the validator must catch.\n\n"
+        "# Broken\n\nThis example claims to work but has a type error, which the validator must catch. "
+        "A string literal is not an integer, so assigning one to a `u8` cannot type-check.\n\n"
         '```zig\ntest "bad" {\n    const x: u8 = "not a number";\n    _ = x;\n}\n```\n\n'
         "Expected: `zig test` passes.\n"
     )
     out = tmp_path / "out"
-    s = asyncio.run(run_pipeline([str(doc)], out, _settings(tmp_path), show_progress=False))
+    s = asyncio.run(run_pipeline([str(doc)], out, _settings(cache_dir), show_progress=False))
     assert s.accepted == 0 and s.rejected == 1
     rej = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
     assert rej[0]["reason"] == "compile_error"
@@ -100,9 +112,9 @@ class CountingGenerator(DocExampleGenerator):
         return await super().generate(section)
 
 
-def test_resume_does_not_regenerate_finished_sections(tmp_path: Path) -> None:
+def test_resume_does_not_regenerate_finished_sections(tmp_path: Path, cache_dir: Path) -> None:
     out = tmp_path / "out"
-    settings = _settings(tmp_path, generator={"concurrency": 1})  # one branch at a time: deterministic crash point
+    settings = _settings(cache_dir, generator={"concurrency": 1})  # one branch at a time: deterministic crash point
     gen = CountingGenerator(settings)
     from doctune.agents.splitter import split_paths
 
