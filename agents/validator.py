@@ -94,6 +94,7 @@ class Validator:
         self._sem: asyncio.Semaphore | None = None
         self._sem_loop: asyncio.AbstractEventLoop | None = None
         self.executions = 0  # executor calls (compiles), for stats and the benchmark
+        self.batches = 0  # batched `zig test` compiles among them
 
     # ---- public API -------------------------------------------------------------------------------------
     async def validate(
@@ -222,7 +223,9 @@ class Validator:
             and mode == "run"
             and res.stage == "run"
         ):
-            if res.stdout != expect.stdout:
+            if not same_stdout(
+                res.stdout, expect.stdout, stripped=getattr(self.executor, "output_stripped", False)
+            ):
                 kind = "wrong_output"
         stderr = res.stderr if res.infra_error is None else f"infra: {res.infra_error}\n{res.stderr}"
         return Verdict(
@@ -237,6 +240,11 @@ class Validator:
             duration_s=round(duration, 3),
             executor=self.executor.name,
         )
+
+
+def same_stdout(got: str, want: str, *, stripped: bool) -> bool:
+    """Exact match; executors that trim output (Codapi) are compared modulo surrounding whitespace."""
+    return got.strip() == want.strip() if stripped else got == want
 
 
 def result_kind(res: ExecResult, mode: ExecMode) -> VerdictKind:

@@ -38,9 +38,14 @@ class LocalExecutor(Executor):
     """Compiles with the local Zig and runs the result, sandboxed with bubblewrap when available."""
 
     name = "local"
+    supports_batch = True  # several files in one compile (see doctune.executors.batch)
 
-    def __init__(self, settings: ValidatorSettings, *, zig_cache: Path | None = None) -> None:
+    def __init__(
+        self, settings: ValidatorSettings, *, zig_cache: Path | None = None, kill_on_output: bool = True
+    ) -> None:
         self.settings = settings
+        # Runaway output (16x the cap) ends the program as a resource limit; Codapi-like callers keep going.
+        self.kill_after = 16 * settings.output_limit_bytes if kill_on_output else 1 << 62
         self.bwrap = resolve_sandbox(settings.sandbox, settings.unsafe_no_sandbox)
         self.toolchain = zig_dir()
         cache = zig_cache or settings.zig_cache_dir or default_zig_cache()
@@ -134,13 +139,18 @@ class LocalExecutor(Executor):
         cap = self.settings.output_limit_bytes
         if self.bwrap:
             argv = run_argv(self.bwrap, binary, [], limits=self.limits)
-            res = await run_process(argv, timeout_s=timeout, cap=cap)
+            res = await run_process(argv, timeout_s=timeout, cap=cap, kill_after=self.kill_after)
         else:
             work = Path(tempfile.mkdtemp(prefix="doctune-run-", dir=binary.parent))
             prog = work / "prog"
             shutil.copy2(binary, prog)
             res = await run_process(
-                [str(prog)], timeout_s=timeout, cap=cap, cwd=str(work), preexec_fn=rlimit_preexec(self.limits)
+                [str(prog)],
+                timeout_s=timeout,
+                cap=cap,
+                kill_after=self.kill_after,
+                cwd=str(work),
+                preexec_fn=rlimit_preexec(self.limits),
             )
         result = _to_result("run", res)
         if self.bwrap and res.returncode == 1 and res.stderr.startswith("bwrap: "):
