@@ -81,9 +81,13 @@ def _candidates_datasketch(sets: list[set[str]], threshold: float) -> list[list[
     except ImportError:
         return None
     lsh = MinHashLSH(threshold=threshold * RECALL_MARGIN, num_perm=NUM_PERM, weights=(0.2, 0.8))
+    first = MinHash(num_perm=NUM_PERM, seed=1)
+    kw = {"permutations": first.permutations}  # generating them per pair dominates otherwise
+    if getattr(first, "scheme", None) is not None:  # datasketch >= 2 wants the scheme they came from
+        kw["scheme"] = first.scheme
     out: list[list[int]] = []
     for i, s in enumerate(sets):
-        m = MinHash(num_perm=NUM_PERM, seed=1)
+        m = MinHash(num_perm=NUM_PERM, seed=1, **kw)
         m.update_batch([x.encode() for x in s])
         out.append(sorted(int(k) for k in lsh.query(m)))
         lsh.insert(str(i), m)
