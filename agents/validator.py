@@ -212,6 +212,23 @@ class Validator:
         assert res is not None
         return res
 
+    async def execute_many(
+        self, req: ExecRequest, run_envs: list[dict[str, str]]
+    ) -> tuple[ExecResult, list[ExecResult]]:
+        """Compile once and run once per environment (batched programs); infra failures retried like `execute`."""
+        attempts = 1 + self.settings.max_infra_retries
+        out: tuple[ExecResult, list[ExecResult]] | None = None
+        for i in range(attempts):
+            async with self._semaphore():
+                self.executions += 1
+                out = await self.executor.execute_many(req, run_envs)  # type: ignore[attr-defined]
+            if out[0].infra_error is None and all(r.infra_error is None for r in out[1]):
+                return out
+            if i + 1 < attempts:
+                await asyncio.sleep(min(8.0, 0.5 * 2**i))
+        assert out is not None
+        return out
+
     def to_verdict(
         self, res: ExecResult, mode: ExecMode, expect: Expect | None, *, fragment: bool, duration: float
     ) -> Verdict:

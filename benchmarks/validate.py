@@ -52,7 +52,7 @@ def pick_blocks(path: Path, n: int) -> list[dict]:
 def naive(blocks: list[dict], cache: Path) -> float:
     """Sequential zig run/test/build-obj; returns seconds."""
     env = {"ZIG_GLOBAL_CACHE_DIR": str(cache), "ZIG_LOCAL_CACHE_DIR": str(cache), "PATH": "/usr/bin:/bin"}
-    sub = {"run": ["run"], "test": ["test"], "obj": ["build-obj", "-fno-emit-bin"]}
+    sub = {"run": ["run"], "test": ["test"], "obj": ["build-obj"]}
     with tempfile.TemporaryDirectory() as d:
         _zig([str(zig_exe()), "run", _write(d, "warm.zig", WARM)], env, d)
         t0 = time.monotonic()

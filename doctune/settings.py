@@ -96,6 +96,9 @@ class ValidatorSettings(BaseModel):
         None, description="Zig compile cache private to doctune (default: ~/.cache/doctune/zig-cache)."
     )
     batch_tests: bool = Field(True, description="Batch test-only blocks into one `zig test` compile.")
+    batch_programs: bool = Field(
+        True, description="Compile several programs into one binary (each still runs alone in its sandbox)."
+    )
     fast_backend: bool = Field(False, description="Compile with -fno-llvm -fno-lld (faster, opt-in).")
     codapi_url: str = Field("http://localhost:1313", description="Codapi server base URL.")
     codapi_sandbox: str = Field("zig", description="Codapi sandbox name.")

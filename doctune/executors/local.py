@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from doctune.executors.base import ExecRequest, ExecResult, Executor
@@ -73,6 +74,20 @@ class LocalExecutor(Executor):
         )
 
     async def execute(self, req: ExecRequest) -> ExecResult:
+        compiled, runs = await self.execute_many(req, [{}])
+        if not runs:
+            return compiled
+        ran = runs[0]
+        ran.duration_s += compiled.duration_s
+        return ran
+
+    async def execute_many(
+        self, req: ExecRequest, run_envs: Sequence[dict[str, str]]
+    ) -> tuple[ExecResult, list[ExecResult]]:
+        """Compile once, then run the binary once per entry of `run_envs` (extra environment variables).
+
+        Returns the compile result and the run results ([] when nothing ran: compile failed, obj, no run).
+        """
         name = req.root_name if _SAFE_NAME.match(req.root_name) else "main.zig"
         with tempfile.TemporaryDirectory(prefix="doctune-exec-") as tmp:
             src, out = Path(tmp, "src"), Path(tmp, "out")
@@ -82,16 +97,14 @@ class LocalExecutor(Executor):
             for fname, content in req.files:
                 dest = (src / fname).resolve()
                 if not dest.is_relative_to(src.resolve()):
-                    return _setup_error(f"file name escapes the work dir: {fname!r}")
+                    return _setup_error(f"file name escapes the work dir: {fname!r}"), []
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 dest.write_text(content, encoding="utf-8")
             emit = req.mode != "obj" or req.expect_run
             compiled = await self._compile(req, name, src, out, emit=emit)
             if compiled.infra_error or not compiled.ok or req.mode == "obj" or not req.expect_run:
-                return compiled
-            ran = await self._run(out / "prog")
-            ran.duration_s += compiled.duration_s
-            return ran
+                return compiled, []
+            return compiled, [await self._run(out / "prog", env) for env in run_envs]
 
     def zig_command(self, req: ExecRequest, name: str, *, zig: str, out_dir: str, emit: bool) -> list[str]:
         """The compile command (paths as the sandbox sees them)."""
@@ -134,11 +147,11 @@ class LocalExecutor(Executor):
             result.infra_error = "compiler failed without a source error: " + _first_line(res.stderr)
         return result
 
-    async def _run(self, binary: Path) -> ExecResult:
+    async def _run(self, binary: Path, env: dict[str, str]) -> ExecResult:
         timeout = self.settings.run_timeout_s
         cap = self.settings.output_limit_bytes
         if self.bwrap:
-            argv = run_argv(self.bwrap, binary, [], limits=self.limits)
+            argv = run_argv(self.bwrap, binary, [], limits=self.limits, env=env)
             res = await run_process(argv, timeout_s=timeout, cap=cap, kill_after=self.kill_after)
         else:
             work = Path(tempfile.mkdtemp(prefix="doctune-run-", dir=binary.parent))
@@ -150,6 +163,7 @@ class LocalExecutor(Executor):
                 cap=cap,
                 kill_after=self.kill_after,
                 cwd=str(work),
+                env={**os.environ, **env},
                 preexec_fn=rlimit_preexec(self.limits),
             )
         result = _to_result("run", res)

@@ -5,7 +5,7 @@ Two kinds of sandboxed step, both with no network, a new PID/IPC/UTS namespace, 
 
 - **compile**: the (trusted) compiler reads the sources read-only, writes the binary to ``/out`` and uses the
   executor's private Zig cache (read-write). Comptime code cannot do I/O, so the cache is only written by Zig.
-- **run**: the untrusted binary sees only a fresh tmpfs ``/work`` holding a copy of itself — no cache, no
+- **run**: the untrusted binary sees only a fresh tmpfs ``/work`` with itself bound read-only — no cache, no
   toolchain — and runs under rlimits (CPU seconds, address space, processes, file size) as an unprivileged
   uid, because Linux does not enforce RLIMIT_NPROC for root.
 
@@ -109,10 +109,20 @@ def compile_argv(
     return argv + cmd
 
 
-def run_argv(bwrap: str, binary: Path, args: list[str], *, limits: Limits, work_mb: int = 64) -> list[str]:
+def run_argv(
+    bwrap: str,
+    binary: Path,
+    args: list[str],
+    *,
+    limits: Limits,
+    env: dict[str, str] | None = None,
+    work_mb: int = 64,
+) -> list[str]:
     """bwrap argv for running an untrusted binary in a fresh tmpfs /work as an unprivileged uid."""
     as_root = os.getuid() == 0
     argv = _base(bwrap, keep_setuid=as_root)
+    for key, value in (env or {}).items():
+        argv += ["--setenv", key, value]
     argv += ["--size", str(work_mb << 20), "--perms", "0777", "--tmpfs", "/work"]
     argv += ["--ro-bind", str(binary), "/work/.prog", "--chdir", "/work", "--"]
     if as_root:  # leaving uid 0 also drops every capability
