@@ -1,0 +1,172 @@
+"""Answers from the models under evaluation: local models (base, adapter, full folder) and OpenAI-compatible
+endpoints.
+
+Model specs: ``smollm2`` (the embedded SmolLM2-135M-Instruct), a LoRA adapter folder (or a training output
+folder holding ``adapter/``), a full Hugging Face model folder, or ``openai:MODEL@BASE_URL`` (key from
+``OPENAI_API_KEY``). Local generation stops at the end-of-turn token and decodes without special tokens (the
+recipe's answers leaked ``<|im_end|>``); greedy for one sample, sampling (T=0.8, top-p 0.95) for several.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from doctune.errors import ConfigError, EndpointError
+
+END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
+
+
+class ModelSpec(BaseModel):
+    """A parsed ``LABEL=SPEC``."""
+
+    label: str
+    kind: Literal["local", "openai"]
+    path: str | None = None  # base model folder (local)
+    adapter: str | None = None  # LoRA adapter folder (local)
+    model: str | None = None  # endpoint model name
+    base_url: str | None = None
+
+
+def parse_spec(label: str, spec: str) -> ModelSpec:
+    from doctune.trainer.hf_backend import resolve_model_path
+
+    if spec.startswith("openai:"):
+        model, sep, url = spec[len("openai:"):].partition("@")
+        if not model or not sep or not url.startswith(("http://", "https://")):
+            raise ConfigError(f"--model {label}={spec}: expected openai:MODEL@http(s)://HOST/v1")
+        return ModelSpec(label=label, kind="openai", model=model, base_url=url.rstrip("/"))
+    if spec in ("smollm2", "smollm2-135m-instruct"):
+        return ModelSpec(label=label, kind="local", path=resolve_model_path(spec))
+    p = Path(spec)
+    if (p / "adapter" / "adapter_config.json").is_file():
+        p = p / "adapter"  # a `doctune train` output folder
+    if (p / "adapter_config.json").is_file():
+        base = json.loads((p / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        if not base:
+            raise ConfigError(f"{p}/adapter_config.json names no base model")
+        return ModelSpec(label=label, kind="local", path=resolve_model_path(base), adapter=str(p))
+    if (p / "config.json").is_file():
+        return ModelSpec(label=label, kind="local", path=str(p))
+    raise ConfigError(f"--model {label}={spec}: not an adapter or model folder, 'smollm2', or openai:MODEL@URL")
+
+
+class LocalGenerator:
+    """A transformers model (plus optional LoRA adapter) generating chat answers in batches."""
+
+    def __init__(self, spec: ModelSpec, *, max_new_tokens: int = 512, batch_size: int = 8, seed: int = 0):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tok_dir = spec.adapter or spec.path
+        self.tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+        self.tokenizer.padding_side = "left"  # decoder-only batching
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(spec.path, dtype=dtype)
+        if spec.adapter:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, spec.adapter)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model = model.to(self.device).eval()
+        self.max_new_tokens, self.batch_size, self.seed = max_new_tokens, batch_size, seed
+        self.stop_ids = stop_token_ids(self.tokenizer)
+
+    def generate(self, prompts: Sequence[str], samples: int = 1,
+                 on_batch: Callable[[int], None] | None = None) -> list[list[str]]:
+        import torch
+
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths pad less
+        out: list[list[str]] = [[] for _ in prompts]
+        torch.manual_seed(self.seed)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            texts = [self.tokenizer.apply_chat_template([{"role": "user", "content": prompts[i]}], tokenize=False,
+                                                        add_generation_prompt=True) for i in idx]
+            enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            sampling: dict[str, Any] = (
+                {"do_sample": True, "temperature": 0.8, "top_p": 0.95, "num_return_sequences": samples}
+                if samples > 1 else {"do_sample": False}
+            )
+            with torch.no_grad():
+                gen = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, eos_token_id=self.stop_ids,
+                                          pad_token_id=self.tokenizer.pad_token_id, **sampling)
+            new = gen[:, enc["input_ids"].shape[1]:]
+            texts_out = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+            for k, text in enumerate(texts_out):
+                out[idx[k // samples]].append(text.strip())
+            if on_batch:
+                on_batch(len(idx))
+        return out
+
+    def close(self) -> None:
+        del self.model
+
+
+def stop_token_ids(tokenizer: Any) -> list[int]:
+    """End-of-turn and end-of-text ids: generation stops at whichever comes first."""
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    vocab = tokenizer.get_vocab()
+    ids += [vocab[t] for t in END_OF_TURN if t in vocab]
+    return sorted(set(ids))
+
+
+class OpenAIGenerator:
+    """Chat completions from an OpenAI-compatible endpoint (plain httpx, one request per sample)."""
+
+    def __init__(self, spec: ModelSpec, *, max_new_tokens: int = 512, timeout_s: float = 120.0, retries: int = 3):
+        import httpx
+
+        key = os.environ.get("OPENAI_API_KEY", "not-needed")
+        self.client = httpx.Client(base_url=spec.base_url or "", timeout=timeout_s,
+                                   headers={"Authorization": f"Bearer {key}"})
+        self.spec, self.max_new_tokens, self.retries = spec, max_new_tokens, retries
+
+    def _ask(self, prompt: str, temperature: float) -> str:
+        import httpx
+
+        body = {"model": self.spec.model, "messages": [{"role": "user", "content": prompt}],
+                "temperature": temperature, "max_tokens": self.max_new_tokens}
+        last = ""
+        for _ in range(self.retries + 1):
+            try:
+                r = self.client.post("/chat/completions", json=body)
+            except httpx.HTTPError as e:
+                last = f"{type(e).__name__}: {e}"
+                continue
+            if r.status_code in (429, 500, 502, 503, 504):
+                last = f"HTTP {r.status_code}"
+                continue
+            if r.status_code != 200:
+                raise EndpointError(f"{self.spec.base_url}: HTTP {r.status_code}: {r.text[:200]}")
+            try:
+                return r.json()["choices"][0]["message"]["content"] or ""
+            except (ValueError, KeyError, IndexError, TypeError):
+                last = "malformed response"
+        raise EndpointError(f"{self.spec.base_url}: no answer after {self.retries + 1} tries ({last})")
+
+    def generate(self, prompts: Sequence[str], samples: int = 1,
+                 on_batch: Callable[[int], None] | None = None) -> list[list[str]]:
+        temperature = 0.8 if samples > 1 else 0.0
+        out = []
+        for p in prompts:
+            out.append([self._ask(p, temperature) for _ in range(samples)])
+            if on_batch:
+                on_batch(1)
+        return out
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def make_generator(spec: ModelSpec, *, max_new_tokens: int, batch_size: int = 8) -> Any:
+    if spec.kind == "openai":
+        return OpenAIGenerator(spec, max_new_tokens=max_new_tokens)
+    return LocalGenerator(spec, max_new_tokens=max_new_tokens, batch_size=batch_size)

@@ -1,0 +1,149 @@
+"""The ``unsloth`` backend (GPU): the original recipe's training code path, with assistant-only loss.
+
+``FastLanguageModel.from_pretrained(load_in_4bit=...)`` → ``get_peft_model`` (embed_tokens/lm_head trained with
+``embedding_learning_rate``) → chat template from ``unsloth.chat_templates`` → ``UnslothTrainer`` +
+``UnslothTrainingArguments`` → ``train_on_responses_only``. Needs the ``[gpu]`` extra and a CUDA GPU; this module
+imports Unsloth only when ``train`` is called, and Unsloth is imported before transformers/TRL/PEFT as it requires.
+Its masking rule is mirrored by ``doctune.trainer.data.response_only_labels`` (tested without Unsloth) and the
+labels Unsloth builds are checked against it before training.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from doctune.errors import ToolchainError
+from doctune.trainer.config import TrainConfig
+from doctune.trainer.data import (
+    IGNORE,
+    chat_markers,
+    conversation,
+    prepare_dataset,
+    render,
+    response_only_labels,
+)
+from doctune.trainer.outputs import TrainResult, save_outputs
+
+console = Console(stderr=True)
+
+
+def import_unsloth() -> dict[str, Any]:
+    """Unsloth's entry points, or a ToolchainError saying what is missing (GPU or the [gpu] extra)."""
+    try:
+        import torch
+    except ImportError:
+        raise ToolchainError("the unsloth backend needs torch with CUDA: pip install 'doctune[gpu]'") from None
+    if not torch.cuda.is_available() and os.environ.get("UNSLOTH_ALLOW_CPU") != "1":
+        raise ToolchainError(
+            "the unsloth backend needs an NVIDIA GPU with CUDA and none is visible; train on CPU with "
+            "--backend hf (or --preset cpu-smollm2)"
+        )
+    try:
+        import unsloth  # noqa: F401 - must come before transformers/trl/peft: it patches them
+        from unsloth import FastLanguageModel, UnslothTrainer, UnslothTrainingArguments, is_bfloat16_supported
+        from unsloth.chat_templates import get_chat_template, train_on_responses_only
+    except ImportError as e:
+        raise ToolchainError(f"the unsloth backend needs the [gpu] extra ({e}): pip install 'doctune[gpu]'") from None
+    except Exception as e:  # Unsloth raises NotImplementedError/RuntimeError when it finds no usable GPU
+        raise ToolchainError(f"Unsloth could not start: {type(e).__name__}: {e}") from None
+    return {
+        "FastLanguageModel": FastLanguageModel, "UnslothTrainer": UnslothTrainer,
+        "UnslothTrainingArguments": UnslothTrainingArguments, "is_bfloat16_supported": is_bfloat16_supported,
+        "get_chat_template": get_chat_template, "train_on_responses_only": train_on_responses_only,
+    }
+
+
+def _load(u: dict[str, Any], cfg: TrainConfig) -> tuple[Any, Any, str]:
+    import torch
+
+    from doctune.trainer.hf_backend import resolve_model_path
+
+    path = resolve_model_path(cfg.model)
+    model, tokenizer = u["FastLanguageModel"].from_pretrained(
+        model_name=path, max_seq_length=cfg.max_seq_length,
+        dtype=None if cfg.dtype == "auto" else getattr(torch, cfg.dtype), load_in_4bit=cfg.load_in_4bit,
+    )
+    model = u["FastLanguageModel"].get_peft_model(
+        model, r=cfg.lora_r, target_modules=list(cfg.target_modules), lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout, bias=cfg.lora_bias, use_gradient_checkpointing=cfg.gradient_checkpointing,
+        random_state=cfg.seed, use_rslora=cfg.use_rslora, loftq_config={} if cfg.use_loftq else None,
+    )
+    if cfg.chat_template:
+        tokenizer = u["get_chat_template"](tokenizer, chat_template=cfg.chat_template)
+    return model, tokenizer, path
+
+
+def _args(u: dict[str, Any], cfg: TrainConfig, out_dir: Path, max_length: int) -> Any:
+    cls = u["UnslothTrainingArguments"]
+    bf16 = bool(u["is_bfloat16_supported"]())
+    params = inspect.signature(cls.__init__).parameters
+    extra: dict[str, Any] = {"dataset_text_field": "text"} if "dataset_text_field" in params else {}
+    extra["max_length" if "max_length" in params else "max_seq_length"] = max_length
+    return cls(
+        output_dir=str(out_dir / "checkpoints"),
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        warmup_steps=cfg.warmup_steps, num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps or -1,
+        learning_rate=cfg.learning_rate, embedding_learning_rate=cfg.embedding_learning_rate,
+        fp16=not bf16, bf16=bf16, logging_steps=cfg.logging_steps, optim=cfg.optim, weight_decay=cfg.weight_decay,
+        lr_scheduler_type=cfg.lr_scheduler_type, seed=cfg.seed, report_to=list(cfg.report_to) or "none",
+        save_strategy="no", disable_tqdm=True, **extra,
+    )
+
+
+def check_labels(trainer: Any, tokenizer: Any, markers: tuple[str, str]) -> None:
+    """Compare Unsloth's labels on the first example with our twin of its rule; warn on any difference."""
+    row = trainer.train_dataset[0]
+    ids, labels = list(row["input_ids"]), list(row["labels"])
+    enc = [list(tokenizer(m, add_special_tokens=False)["input_ids"]) for m in markers]
+    ours = response_only_labels(ids, enc[0], enc[1])
+    if ours != labels:
+        console.print("[yellow]warning:[/] Unsloth's assistant-only labels differ from doctune's rule on example 0")
+    trained = sum(1 for t in labels if t != IGNORE)
+    console.print(f"assistant-only loss: {trained} of {len(ids)} tokens of example 0 are trained")
+
+
+def train(cfg: TrainConfig, train_ds: Any, out_dir: Path, *, show_progress: bool = True) -> TrainResult:
+    """Same contract as ``doctune.trainer.hf_backend.train``."""
+    u = import_unsloth()
+    from doctune.trainer.callbacks import make_callbacks, peak_memory_mb
+
+    model, tokenizer, path = _load(u, cfg)
+    _, stats = prepare_dataset(tokenizer, train_ds, assistant_only=cfg.assistant_only_loss, cap=cfg.max_seq_length)
+    texts = train_ds.map(lambda r: {"text": render(tokenizer, conversation(r))}, remove_columns=train_ds.column_names)
+    args = _args(u, cfg, out_dir, stats.max_length)
+    tokens_per_step = stats.total_tokens / stats.n * cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
+    callbacks = make_callbacks(out_dir / "loss.jsonl", tokens_per_step, show_progress)
+    tok_kw = "processing_class" if "processing_class" in inspect.signature(u["UnslothTrainer"].__init__).parameters \
+        else "tokenizer"
+    trainer = u["UnslothTrainer"](model=model, train_dataset=texts, args=args, callbacks=callbacks,
+                                  **{tok_kw: tokenizer})
+    if cfg.assistant_only_loss:
+        markers = chat_markers(tokenizer)
+        trainer = u["train_on_responses_only"](trainer, instruction_part=markers[0], response_part=markers[1])
+        check_labels(trainer, tokenizer, markers)
+    t0 = time.monotonic()
+    out = trainer.train()
+    runtime = time.monotonic() - t0
+    records = callbacks[0].records
+    steps = int(out.global_step)
+    result = {
+        "preset": cfg.name, "backend": "unsloth", "base_model": path, "steps": steps,
+        "epochs": float(trainer.state.epoch or 0.0),
+        "final_loss": records[-1]["loss"] if records else None,
+        "first_loss": records[0]["loss"] if records else None,
+        "runtime_s": round(runtime, 2),
+        "tokens_per_s": round(steps * tokens_per_step / runtime, 1) if runtime > 0 else 0.0,
+        "peak_mem_mb": peak_memory_mb(), "data": stats,
+    }
+
+    def merge(m: Any, tok: Any, merged: Path) -> None:
+        m.save_pretrained_merged(str(merged), tok, save_method="merged_16bit")
+
+    return save_outputs(model, tokenizer, cfg, out_dir, sft_args=args.to_dict(), result=result, merge=merge)
