@@ -181,7 +181,12 @@ async def calibrate(tasks: list[EvalTask], settings: ValidatorSettings) -> list[
     return [t for t in tasks if t.id not in drop]
 
 
-def evaluate(
+def evaluate(tasks: Sequence[EvalTask], models: dict[str, str], out_dir: Path | str, **kw: Any) -> EvalResults:
+    """Synchronous ``evaluate_async`` (for the CLI; do not call from a running event loop)."""
+    return asyncio.run(evaluate_async(tasks, models, out_dir, **kw))
+
+
+async def evaluate_async(
     tasks: Sequence[EvalTask],
     models: dict[str, str],
     out_dir: Path | str,
@@ -193,17 +198,20 @@ def evaluate(
     loss_log: Path | None = None,
     batch_size: int = 8,
 ) -> EvalResults:
-    """Run the whole evaluation and write results.json, answers.jsonl, report.md + plots into ``out_dir``."""
+    """Run the whole evaluation and write results.json, answers.jsonl, report.md + plots into ``out_dir``.
+    Generation runs in a worker thread so an event loop (the graph's) stays responsive."""
     from doctune.trainer.report import write_report
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     settings = validator or ValidatorSettings()
-    chosen = [t.model_copy() for t in tasks][: max_tasks or None]
-    chosen = asyncio.run(calibrate(chosen, settings))
-    answers = generate_all(chosen, models, samples=samples, max_new_tokens=max_new_tokens, batch_size=batch_size)
-    with console.status(f"validating {sum(len(a) for per in answers.values() for a in per)} answers ..."):
-        built = asyncio.run(validate_answers(chosen, answers, settings))
+    chosen = await calibrate(select_tasks([t.model_copy() for t in tasks], max_tasks), settings)
+    answers = await asyncio.to_thread(
+        generate_all, chosen, models, samples=samples, max_new_tokens=max_new_tokens, batch_size=batch_size
+    )
+    n_answers = sum(len(a) for per in answers.values() for a in per)
+    console.print(f"validating {n_answers} answers with Zig ...")
+    built = await validate_answers(chosen, answers, settings)
     results = score(chosen, built, samples, dict(models))
     (out / "results.json").write_text(json.dumps(results.dump(), indent=2) + "\n")
     with (out / "answers.jsonl").open("w", encoding="utf-8") as f:
@@ -212,6 +220,27 @@ def evaluate(
                                 "answers": {label: answers[label][ti] for label in answers}}) + "\n")
     write_report(results, chosen, answers, out, loss_log=loss_log or find_loss_log(models))
     return results
+
+
+def select_tasks(tasks: list[EvalTask], max_tasks: int | None) -> list[EvalTask]:
+    """All tasks, or ``max_tasks`` of them: sources alternate (dataset split / task files) and, within a source,
+    topics take turns, so a small slice stays diverse. Picked tasks keep their original order."""
+    if not max_tasks or max_tasks >= len(tasks):
+        return tasks
+    by_source: dict[str, dict[str, list[EvalTask]]] = {}
+    for t in tasks:
+        by_source.setdefault(t.source, {}).setdefault(t.topic or "", []).append(t)
+    streams = [_round_robin(list(topics.values())) for topics in by_source.values()]
+    picked = _round_robin(streams)[:max_tasks]
+    order = {t.id: i for i, t in enumerate(tasks)}
+    return sorted(picked, key=lambda t: order[t.id])
+
+
+def _round_robin(queues: list[list[EvalTask]]) -> list[EvalTask]:
+    out: list[EvalTask] = []
+    for i in range(max((len(q) for q in queues), default=0)):
+        out += [q[i] for q in queues if i < len(q)]
+    return out
 
 
 def find_loss_log(models: dict[str, str]) -> Path | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -53,6 +54,8 @@ def parse_spec(label: str, spec: str) -> ModelSpec:
         return ModelSpec(label=label, kind="local", path=resolve_model_path(base), adapter=str(p))
     if (p / "config.json").is_file():
         return ModelSpec(label=label, kind="local", path=str(p))
+    if not p.exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
+        return ModelSpec(label=label, kind="local", path=spec)  # a Hub id (needs Hub access or the HF cache)
     raise ConfigError(f"--model {label}={spec}: not an adapter or model folder, 'smollm2', or openai:MODEL@URL")
 
 

@@ -166,7 +166,7 @@ def train(cfg: TrainConfig, train_ds: Any, out_dir: Path, *, show_progress: bool
     from doctune.trainer.callbacks import make_callbacks, peak_memory_mb
 
     torch.manual_seed(cfg.seed)
-    model, tokenizer, path = load_base(cfg)
+    model, tokenizer, _ = load_base(cfg)
     tokenized, stats = prepare_dataset(tokenizer, train_ds, assistant_only=cfg.assistant_only_loss,
                                        cap=cfg.max_seq_length)
     args = sft_config(cfg, out_dir, stats.max_length)
@@ -182,7 +182,7 @@ def train(cfg: TrainConfig, train_ds: Any, out_dir: Path, *, show_progress: bool
     records = callbacks[0].records
     steps = int(out.global_step)
     result = {
-        "preset": cfg.name, "backend": "hf", "base_model": path, "steps": steps,
+        "preset": cfg.name, "backend": "hf", "base_model": cfg.model, "steps": steps,
         "epochs": float(trainer.state.epoch or 0.0),
         "final_loss": records[-1]["loss"] if records else None,
         "first_loss": records[0]["loss"] if records else None,

@@ -114,7 +114,7 @@ def train(cfg: TrainConfig, train_ds: Any, out_dir: Path, *, show_progress: bool
     u = import_unsloth()
     from doctune.trainer.callbacks import make_callbacks, peak_memory_mb
 
-    model, tokenizer, path = _load(u, cfg)
+    model, tokenizer, _ = _load(u, cfg)
     _, stats = prepare_dataset(tokenizer, train_ds, assistant_only=cfg.assistant_only_loss, cap=cfg.max_seq_length)
     texts = train_ds.map(lambda r: {"text": render(tokenizer, conversation(r))}, remove_columns=train_ds.column_names)
     args = _args(u, cfg, out_dir, stats.max_length)
@@ -134,7 +134,7 @@ def train(cfg: TrainConfig, train_ds: Any, out_dir: Path, *, show_progress: bool
     records = callbacks[0].records
     steps = int(out.global_step)
     result = {
-        "preset": cfg.name, "backend": "unsloth", "base_model": path, "steps": steps,
+        "preset": cfg.name, "backend": "unsloth", "base_model": cfg.model, "steps": steps,
         "epochs": float(trainer.state.epoch or 0.0),
         "final_loss": records[-1]["loss"] if records else None,
         "first_loss": records[0]["loss"] if records else None,

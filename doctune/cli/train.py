@@ -1,0 +1,71 @@
+"""`doctune train`: LoRA-train a preset on an exported dataset (the heavy imports happen only when it runs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from doctune.cli.common import console, out, settings_from
+from doctune.errors import ConfigError
+
+
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """``FIELD=VALUE`` pairs; VALUE is read as JSON when it parses (numbers, true, lists), else as a string."""
+    result: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE, e.g. --set lora_r=16")
+        try:
+            result[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            result[key.strip()] = raw
+    return result
+
+
+def default_out(dataset: Path) -> Path:
+    """``<run out>/train`` for a run's dataset folder, else ``./doctune-train``."""
+    d = dataset.resolve()
+    if d.name == "dataset":
+        return d.parent / "train"
+    if (d / "dataset").is_dir():
+        return d / "train"
+    return Path("doctune-train")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def train(
+        dataset: Annotated[Path, typer.Option("--dataset", "-d", help="Exported dataset folder (or a run's out "
+                                              "dir, or pairs.jsonl).")],
+        out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default: next to the "
+                                                     "dataset, train/).")] = None,
+        preset: Annotated[str | None, typer.Option(help="cpu-smollm2 | seed-qwen2.5-3b")] = None,
+        max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after N steps.")] = None,
+        backend: Annotated[str | None, typer.Option(help="auto | hf | unsloth")] = None,
+        sets: Annotated[list[str] | None, typer.Option("--set", help="Override a training field: FIELD=VALUE "
+                                                       "(repeatable), e.g. --set lora_r=16")] = None,
+        full_text_loss: Annotated[bool, typer.Option("--full-text-loss", help="Loss on the whole text (the "
+                                                     "recipe's setting) instead of assistant tokens only.")] = False,
+        config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML settings file.")] = None,
+    ) -> None:
+        """Train a LoRA adapter; writes adapter/, loss.jsonl, training_args.json and a model card."""
+        settings = settings_from(config, train={"preset": preset, "max_steps": max_steps, "backend": backend})
+        t = settings.train
+        overrides = {**t.overrides, **parse_sets(sets or [])}
+        if full_text_loss:
+            overrides["assistant_only_loss"] = False
+        from doctune.trainer.api import train as run_train
+
+        res = run_train(dataset, out_dir or default_out(dataset), preset=t.preset, max_steps=t.max_steps,
+                        backend=t.backend, overrides=overrides)
+        console.print(
+            f"[green]trained[/] {res.preset} ({res.backend}) {res.steps} steps in {res.runtime_s:.0f} s; loss "
+            f"{res.first_loss} -> {res.final_loss}; {res.tokens_per_s:,.0f} tokens/s; peak {res.peak_mem_mb:,.0f} MiB"
+        )
+        if res.gguf_message:
+            console.print(f"[yellow]note:[/] {res.gguf_message}")
+        out.print(str(res.adapter_dir), highlight=False)
