@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def test_output_is_capped_at_4k(codapi: FakeCodapi) -> None:
 
 
 def test_429_backpressure_is_retried(codapi: FakeCodapi) -> None:
-    codapi._slots = __import__("threading").BoundedSemaphore(1)  # one slot: concurrent requests get 429
+    codapi._slots = threading.BoundedSemaphore(1)  # one slot: concurrent requests get 429
     blocks = [
         BlockInput(id=f"t{i}", code=PASSING_TEST.replace("1 + 1", f"{i} + 1 - {i} + 1")) for i in range(3)
     ]

@@ -104,7 +104,17 @@ class LocalExecutor(Executor):
             compiled = await self._compile(req, name, src, out, emit=emit)
             if compiled.infra_error or not compiled.ok or req.mode == "obj" or not req.expect_run:
                 return compiled, []
-            return compiled, [await self._run(out / "prog", env) for env in run_envs]
+            return compiled, [await self._run_confirmed(out / "prog", env) for env in run_envs]
+
+    async def _run_confirmed(self, binary: Path, env: dict[str, str]) -> ExecResult:
+        """Run; a failure is run once more (milliseconds), and one that does not reproduce is not blamed on the
+        code: under parallel load spurious failures happen (the corpus notes some), real ones repeat."""
+        first = await self._run(binary, env)
+        if first.ok or first.timed_out or first.resource_limit or first.infra_error:
+            return first
+        if (await self._run(binary, env)).ok:
+            first.infra_error = "run failed, then passed when repeated: not reproducible (host load or flaky code)"
+        return first
 
     def zig_command(self, req: ExecRequest, name: str, *, zig: str, out_dir: str, emit: bool) -> list[str]:
         """The compile command (paths as the sandbox sees them)."""
@@ -169,6 +179,9 @@ class LocalExecutor(Executor):
         result = _to_result("run", res)
         if self.bwrap and res.returncode == 1 and res.stderr.startswith("bwrap: "):
             result.infra_error = "sandbox failed to start: " + _first_line(res.stderr)
+        elif res.signal == 9 and not res.timed_out and not res.output_exceeded:
+            # We only SIGKILL on timeout/output; the CPU limit ends a program with SIGXCPU first.
+            result.infra_error = "program killed by SIGKILL from outside the sandbox (host out of memory?)"
         return result
 
 
