@@ -35,8 +35,9 @@ def train_with_config(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.backend == "unsloth":
-        from doctune.trainer import unsloth_backend  # imports unsloth first, before transformers
+        from doctune.trainer import unsloth_backend
 
+        unsloth_backend.import_unsloth()  # fail fast (no GPU / no extra), and before anything imports transformers
         module: Any = unsloth_backend
     else:
         _require_train_extra()

@@ -130,7 +130,8 @@ def _error(prog: Program, v: Verdict | None) -> str | None:
 def score(tasks: Sequence[EvalTask], built: dict[str, list[list[tuple[Program, Verdict | None]]]],
           samples: int, specs: dict[str, str]) -> EvalResults:
     rows: list[dict[str, Any]] = [
-        {"id": t.id, "source": t.source, "topic": t.topic, "mode": t.mode, "results": {}} for t in tasks
+        {"id": t.id, "source": t.source, "topic": t.topic, "mode": t.mode, "check": t.check, "results": {}}
+        for t in tasks
     ]
     models: dict[str, ModelScore] = {}
     for label, per_task in built.items():

@@ -121,13 +121,21 @@ def sft_config(cfg: TrainConfig, out_dir: Path, max_length: int) -> Any:
         bf16=cuda and dtype == torch.bfloat16,
         fp16=cuda and dtype == torch.float16,
         use_cpu=not cuda,
-        gradient_checkpointing=bool(cfg.gradient_checkpointing),
+        **_checkpointing(bool(cfg.gradient_checkpointing)),
         max_length=max_length,
         packing=cfg.packing,
         save_strategy="no",
         disable_tqdm=True,  # our Rich bar replaces tqdm
         dataloader_num_workers=0,
     )
+
+
+def _checkpointing(on: bool) -> dict[str, bool]:
+    """transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old name warns)."""
+    from transformers import TrainingArguments
+
+    fields = getattr(TrainingArguments, "__dataclass_fields__", {})
+    return {"activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing": on}
 
 
 def trainer_class(embedding_lr: float | None) -> Any:

@@ -86,13 +86,14 @@ def _table(models: dict[str, Any], samples: int) -> list[str]:
 
 
 def _by_source(rows: list[dict[str, Any]], labels: list[str]) -> list[str]:
-    sources = sorted({r["source"] for r in rows})
-    lines = ["| source | tasks | " + " | ".join(f"{m} passed" for m in labels) + " |",
-             "|---|---|" + "---|" * len(labels)]
-    for src in sources:
-        sel = [r for r in rows if r["source"] == src]
+    kinds = sorted({(r["source"], r.get("check", "hidden")) for r in rows})
+    lines = ["| tasks from | checked by | tasks | " + " | ".join(f"{m} passed" for m in labels) + " |",
+             "|---|---|---|" + "---|" * len(labels)]
+    for src, check in kinds:
+        sel = [r for r in rows if (r["source"], r.get("check", "hidden")) == (src, check)]
         cells = [str(sum(r["results"][m]["passed"] for r in sel)) for m in labels]
-        lines.append(f"| {src} | {len(sel)} | " + " | ".join(cells) + " |")
+        how = "hidden tests / expected output" if check == "hidden" else "the answer's own tests"
+        lines.append(f"| {src} | {how} | {len(sel)} | " + " | ".join(cells) + " |")
     return lines
 
 

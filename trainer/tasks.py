@@ -10,6 +10,7 @@ Honesty rules of ``build_program`` (what the evaluator checks, not what the answ
   task's hidden tests are appended, and the combined file must compile and pass them all. An answer that mentions
   ``SkipZigTest`` or rebinds ``std`` to anything but ``@import("std")`` fails (they could turn hidden tests off).
 - ``run`` mode: the program must exit 0 and print exactly ``expect_stdout`` (when the task gives one).
+- ``self``-checked tasks (from a dataset's test split, see ``tasks_from_split``) run the answer's own tests.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ class EvalTask(BaseModel):
     tests: str | None = Field(None, description="test mode: hidden Zig test blocks appended to the answer.")
     topic: str | None = None
     source: str = Field("zig-tasks", description="Where the task comes from: zig-tasks | dataset | a file name.")
+    check: Literal["hidden", "self"] = Field(
+        "hidden", description="hidden = the task's tests/expected stdout decide; self = (dataset tasks whose "
+        "reference is a test) the answer must contain tests and they must pass: weaker, reported apart.",
+    )
     reference: str | None = Field(None, description="A correct solution (not shown to the model).")
     wrong: list[str] = Field(default_factory=list, description="Wrong solutions that must fail the checks.")
 
@@ -57,7 +62,7 @@ def load_tasks(paths: Iterable[Path | str]) -> list[EvalTask]:
                 task = EvalTask.model_validate({"source": src, **row})
             except Exception as e:
                 raise InputError(f"{path}:{n}: not a valid eval task: {e}") from None
-            if task.mode == "test" and not (task.tests and TEST_DECL.search(task.tests)):
+            if task.mode == "test" and task.check == "hidden" and not (task.tests and TEST_DECL.search(task.tests)):
                 raise InputError(f"{path}:{n}: test-mode task {task.id!r} has no hidden tests")
             tasks.append(task)
     ids = [t.id for t in tasks]
@@ -67,25 +72,24 @@ def load_tasks(paths: Iterable[Path | str]) -> list[EvalTask]:
 
 
 def tasks_from_split(split: Any) -> list[EvalTask]:
-    """Tasks from a dataset split (rows with ``messages``): the user turn is the prompt; the reference answer's
-    own tests become hidden tests (test mode), or its program is run (run mode; expected stdout is taken from
-    running the reference, see ``evaluate``). Rows without Zig code cannot be checked and are skipped."""
+    """Tasks from a dataset split (rows with ``messages``), the user turn being the prompt. A reference program
+    (``pub fn main``) gives a run-mode task whose expected stdout comes from running the reference (see
+    ``evaluate.calibrate``). A reference made of tests gives a ``self``-checked test task: such prompts ("show X
+    with a test") name nothing a hidden test could call, so the answer's own tests must exist and pass. Rows
+    without Zig code, or with only declarations, cannot be checked and are skipped."""
     tasks: list[EvalTask] = []
     for i, row in enumerate(split):
         msgs = row.get("messages") or []
         user = next((m["content"] for m in msgs if m["role"] == "user"), None)
-        answer = next((m["content"] for m in msgs if m["role"] == "assistant"), None)
-        code = extract_code(answer or "")
+        code = extract_code(next((m["content"] for m in msgs if m["role"] == "assistant"), None) or "")
         if not user or code is None:
             continue
-        spans = test_spans(code)
         tid = f"dataset-{row.get('id') or i}"
-        if spans:
-            tests = "\n\n".join(code[a:b] for a, b in spans) + "\n"
-            tasks.append(EvalTask(id=tid, prompt=user, mode="test", tests=tests, source="dataset",
-                                  reference=strip_tests(code)))
-        elif MAIN_DECL.search(code):
+        if MAIN_DECL.search(code):
             tasks.append(EvalTask(id=tid, prompt=user, mode="run", source="dataset", reference=code))
+        elif find_test_blocks(code):
+            tasks.append(EvalTask(id=tid, prompt=user, mode="test", check="self", source="dataset",
+                                  reference=code))
     return tasks
 
 
@@ -119,7 +123,7 @@ def _skip_literal(code: str, i: int) -> int:
     return i
 
 
-def test_spans(code: str) -> list[tuple[int, int]]:
+def find_test_blocks(code: str) -> list[tuple[int, int]]:
     """(start, end) of every ``test`` declaration (any nesting), skipping comments and literals; a span starts
     at its leading doc comments, so removing it leaves no dangling ``///``."""
     spans: list[tuple[int, int]] = []
@@ -172,7 +176,7 @@ def _doc_start(code: str, i: int) -> int:
 
 def strip_tests(code: str) -> str:
     out, last = [], 0
-    for a, b in test_spans(code):
+    for a, b in find_test_blocks(code):
         out.append(code[last:a])
         last = b
     out.append(code[last:])
@@ -194,8 +198,12 @@ def build_program(task: EvalTask, answer: str) -> Program:
     if task.mode == "run":
         return Program(code=code)
     if "SkipZigTest" in code:
-        return Program(code=None, error="the answer mentions SkipZigTest (could skip hidden tests)")
-    spans = test_spans(code)
+        return Program(code=None, error="the answer mentions SkipZigTest (could skip tests)")
+    spans = find_test_blocks(code)
+    if task.check == "self":
+        if not spans:
+            return Program(code=None, error="no test: the task asks for code with a test and the answer has none")
+        return Program(code=code)
     body = strip_tests(code).rstrip() + "\n"
     header = ""
     decls = list(_STD_DECL.finditer(body))

@@ -1,0 +1,77 @@
+"""Training presets: the seed preset is the original recipe value for value; overrides are validated."""
+
+from __future__ import annotations
+
+import pytest
+
+from doctune.errors import ConfigError
+from doctune.trainer.config import resolve_config
+
+# ../shared/RECIPE.md §5, written out independently of presets.py.
+RECIPE = {
+    "backend": "unsloth",
+    "model": "Qwen/Qwen2.5-3B-Instruct",
+    "max_seq_length": 4096,
+    "load_in_4bit": True,
+    "dtype": "auto",
+    "lora_r": 128,
+    "lora_alpha": 128,
+    "lora_dropout": 0.0,
+    "lora_bias": "none",
+    "target_modules": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head",
+                       "embed_tokens"),
+    "use_rslora": False,
+    "use_loftq": False,
+    "gradient_checkpointing": "unsloth",
+    "per_device_train_batch_size": 2,
+    "gradient_accumulation_steps": 8,
+    "warmup_steps": 10,
+    "num_train_epochs": 3,
+    "max_steps": None,
+    "learning_rate": 5e-5,
+    "embedding_learning_rate": 1e-5,
+    "lr_scheduler_type": "linear",
+    "weight_decay": 0.01,
+    "optim": "adamw_8bit",
+    "seed": 3407,
+    "logging_steps": 1,
+    "chat_template": "qwen-2.5",
+}
+
+
+def test_seed_preset_is_the_recipe() -> None:
+    cfg = resolve_config("seed-qwen2.5-3b")
+    got = {k: getattr(cfg, k) for k in RECIPE}
+    assert got == RECIPE
+    # Our one deliberate difference: loss on assistant tokens only, with a setting to restore the recipe's.
+    assert cfg.assistant_only_loss is True
+    assert resolve_config("seed-qwen2.5-3b", overrides={"assistant_only_loss": False}).assistant_only_loss is False
+    assert cfg.report_to == ()  # W&B only when asked for
+
+
+def test_cpu_preset_is_small_and_bounded() -> None:
+    cfg = resolve_config("cpu-smollm2")
+    assert cfg.backend == "hf" and cfg.model == "smollm2-135m-instruct"
+    assert cfg.lora_r <= 16 and cfg.max_steps is not None and cfg.max_steps <= 100
+    assert not cfg.load_in_4bit
+
+
+def test_overrides_max_steps_and_backend() -> None:
+    cfg = resolve_config("cpu-smollm2", overrides={"lora_r": 4, "target_modules": ["q_proj"]}, max_steps=3,
+                         backend="unsloth")
+    assert (cfg.lora_r, cfg.target_modules, cfg.max_steps, cfg.backend) == (4, ("q_proj",), 3, "unsloth")
+
+
+@pytest.mark.parametrize(
+    ("preset", "overrides", "needle"),
+    [
+        ("nope", {}, "unknown preset 'nope'"),
+        ("cpu-smollm2", {"lora_rank": 8}, "train.overrides.lora_rank"),
+        ("cpu-smollm2", {"lora_r": 0}, "train.lora_r"),
+        ("cpu-smollm2", {"embedding_learning_rate": 1e-5}, "embed_tokens"),
+        ("cpu-smollm2", {"use_loftq": True}, "unsloth"),
+    ],
+)
+def test_bad_settings_name_the_field(preset: str, overrides: dict, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
+        resolve_config(preset, overrides=overrides)
