@@ -228,3 +228,12 @@ def test_shared_caller_limits_concurrent_sections() -> None:
     assert [len(x) for x in out] == [3, 3, 3, 3] and elapsed >= 0.3
     assert {zig_answers.section_of(r.body) for r in srv.chat_requests()} == {"Values > H0", "Values > H1",
                                                                              "Values > H2", "Values > H3"}
+
+
+def test_usage_cost_from_settings_prices() -> None:
+    from doctune.agents.llm import Usage
+
+    s = load_settings(llm={"price_input_per_mtok": 0.5, "price_output_per_mtok": 2.0})
+    u = Usage(input=2_000_000, output=500_000, calls=3) + Usage(input=0, output=500_000, calls=1)
+    assert u.calls == 4 and u.cost_usd(s.llm) == pytest.approx(1.0 + 2.0)
+    assert u.as_meta() == {"input": 2_000_000, "output": 1_000_000, "calls": 4}
