@@ -294,7 +294,8 @@ def expected_met(kind: VerdictKind, res: ExecResult, expect: Expect | None) -> b
     if expect.outcome == "compile_error":
         met = kind == "compile_error"
     else:  # runtime_error | test_failure: the build worked, running it failed (panic, failed test, exit != 0)
-        met = kind in _FAILED_RUN
+        # An OutOfMemory returned from main is reported as resource_limit, but it is a runtime failure too.
+        met = kind in _FAILED_RUN or (kind == "resource_limit" and res.exit_code == 1)
     if met and expect.error_contains:
         met = expect.error_contains in res.stderr or expect.error_contains in res.stdout
     return met

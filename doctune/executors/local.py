@@ -71,6 +71,7 @@ class LocalExecutor(Executor):
             flags,
             f"mem{self.settings.memory_mb}",
             f"t{self.settings.run_timeout_s}",
+            "bwrap" if self.bwrap else "unsandboxed",
         )
 
     async def execute(self, req: ExecRequest) -> ExecResult:
@@ -88,6 +89,24 @@ class LocalExecutor(Executor):
 
         Returns the compile result and the run results ([] when nothing ran: compile failed, obj, no run).
         """
+        emit = req.mode != "obj" or req.expect_run
+        fast = emit and self.settings.fast_backend and _fast_backend_ok(req)
+        compiled, runs = await self._build_and_run(req, run_envs, emit=emit, fast=fast)
+        if not fast or (compiled.ok and all(r.ok for r in runs)):
+            return compiled, runs
+        # The self-hosted backend lacks some features (C ABI, global asm, ...): a failure only counts when
+        # LLVM, the default backend, confirms it, so fast verdicts match LLVM's on every failure.
+        redo = [k for k, r in enumerate(runs) if not r.ok] if compiled.ok else list(range(len(run_envs)))
+        compiled2, runs2 = await self._build_and_run(req, [run_envs[k] for k in redo], emit=emit, fast=False)
+        if not compiled.ok or not compiled2.ok:
+            return compiled2, runs2
+        for k, r in zip(redo, runs2, strict=True):
+            runs[k] = r
+        return compiled, runs
+
+    async def _build_and_run(
+        self, req: ExecRequest, run_envs: Sequence[dict[str, str]], *, emit: bool, fast: bool
+    ) -> tuple[ExecResult, list[ExecResult]]:
         name = req.root_name if _SAFE_NAME.match(req.root_name) else "main.zig"
         with tempfile.TemporaryDirectory(prefix="doctune-exec-") as tmp:
             src, out = Path(tmp, "src"), Path(tmp, "out")
@@ -100,8 +119,7 @@ class LocalExecutor(Executor):
                     return _setup_error(f"file name escapes the work dir: {fname!r}"), []
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 dest.write_text(content, encoding="utf-8")
-            emit = req.mode != "obj" or req.expect_run
-            compiled = await self._compile(req, name, src, out, emit=emit)
+            compiled = await self._compile(req, name, src, out, emit=emit, fast=fast)
             if compiled.infra_error or not compiled.ok or req.mode == "obj" or not req.expect_run:
                 return compiled, []
             return compiled, [await self._run_confirmed(out / "prog", env) for env in run_envs]
@@ -113,10 +131,14 @@ class LocalExecutor(Executor):
         if first.ok or first.timed_out or first.resource_limit or first.infra_error:
             return first
         if (await self._run(binary, env)).ok:
-            first.infra_error = "run failed, then passed when repeated: not reproducible (host load or flaky code)"
+            first.infra_error = (
+                "run failed, then passed when repeated: not reproducible (host load or flaky code)"
+            )
         return first
 
-    def zig_command(self, req: ExecRequest, name: str, *, zig: str, out_dir: str, emit: bool) -> list[str]:
+    def zig_command(
+        self, req: ExecRequest, name: str, *, zig: str, out_dir: str, emit: bool, fast: bool = False
+    ) -> list[str]:
         """The compile command (paths as the sandbox sees them)."""
         sub = {"run": "build-exe", "test": "test", "obj": "build-obj"}[req.mode]
         cmd = [zig, sub, name]
@@ -130,22 +152,26 @@ class LocalExecutor(Executor):
             cmd += ["-target", opts.target]
         if opts.optimize:
             cmd += ["-O", opts.optimize]
-        if self.settings.fast_backend and emit:
+        if fast and emit:
             cmd += ["-fno-llvm", "-fno-lld"]
         cmd += list(opts.extra_args)
         return cmd
 
-    async def _compile(self, req: ExecRequest, name: str, src: Path, out: Path, *, emit: bool) -> ExecResult:
+    async def _compile(
+        self, req: ExecRequest, name: str, src: Path, out: Path, *, emit: bool, fast: bool
+    ) -> ExecResult:
         timeout = self.settings.compile_timeout_s
         cap = self.settings.output_limit_bytes
         if self.bwrap:
-            cmd = self.zig_command(req, name, zig="/zig/zig", out_dir="/out", emit=emit)
+            cmd = self.zig_command(req, name, zig="/zig/zig", out_dir="/out", emit=emit, fast=fast)
             argv = compile_argv(
                 self.bwrap, cmd, src=src, out=out, toolchain=self.toolchain, cache=self.zig_cache
             )
             res = await run_process(argv, timeout_s=timeout, cap=cap)
         else:
-            cmd = self.zig_command(req, name, zig=str(self.toolchain / "zig"), out_dir=str(out), emit=emit)
+            cmd = self.zig_command(
+                req, name, zig=str(self.toolchain / "zig"), out_dir=str(out), emit=emit, fast=fast
+            )
             env = {
                 **os.environ,
                 "ZIG_GLOBAL_CACHE_DIR": str(self.zig_cache),
@@ -200,6 +226,17 @@ def _to_result(stage: str, res: ProcResult) -> ExecResult:
         infra_error=res.start_error,
         truncated=res.truncated,
     )
+
+
+_FAST_UNSUPPORTED = re.compile(r"\basm\b|\bextern\b|\.\.\.\s*\)|callconv|@cImport|test_functions")
+
+
+def _fast_backend_ok(req: ExecRequest) -> bool:
+    """Whether the self-hosted backend is used at all: native, no libc, no C ABI or assembly."""
+    o = req.options
+    if o.target or o.link_libc or o.extra_args:
+        return False
+    return not any(_FAST_UNSUPPORTED.search(code) for code in (req.code, *(c for _, c in req.files)))
 
 
 def _looks_like_infra(res: ProcResult) -> bool:
