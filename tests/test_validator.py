@@ -137,3 +137,20 @@ def test_cli_single_file_prints_verdict_json(tmp_path: Path) -> None:
     data = json.loads(res.stdout[res.stdout.index("{") :])
     assert data["id"] == "bad.zig" and data["verdict"] == "compile_error" and data["expected_met"] is None
     assert "bad.zig:2:19: error" in data["stderr"]
+
+
+def test_fast_backend_is_opt_in_and_agrees(tmp_path: Path) -> None:
+    from doctune.executors.base import ExecOptions, ExecRequest
+    from doctune.executors.local import _fast_backend_ok
+
+    assert _fast_backend_ok(ExecRequest(code=HELLO, mode="run"))
+    assert not _fast_backend_ok(ExecRequest(code='extern "c" fn puts() void;\n', mode="run"))
+    assert not _fast_backend_ok(ExecRequest(code=HELLO, mode="run", options=ExecOptions(link_libc=True)))
+    ex = LocalExecutor(settings(tmp_path, fast_backend=True), zig_cache=ZIG_CACHE)
+    cmd = ex.zig_command(
+        ExecRequest(code=HELLO, mode="run"), "main.zig", zig="zig", out_dir="/o", emit=True, fast=True
+    )
+    assert cmd[-2:] == ["-fno-llvm", "-fno-lld"]
+    blocks = [BlockInput(id="hello", code=HELLO), BlockInput(id="fail", code=FAILING_TEST)]
+    fast = run(_validate_all(make(tmp_path, fast_backend=True, cache=False), blocks))
+    assert [(v.verdict, v.stage) for v in fast] == [("ok", "run"), ("test_failure", "run")]

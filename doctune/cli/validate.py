@@ -14,7 +14,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -32,10 +32,10 @@ JsonlIn = Annotated[
     Path | None, typer.Option("--jsonl", help="Blocks to validate, one JSON object per line.")
 ]
 Out = Annotated[Path | None, typer.Option("--out", "-o", help="Verdicts JSONL to write (default: stdout).")]
-ExecutorOpt = Annotated[
-    Literal["local", "codapi"] | None, typer.Option("--executor", help="Where code runs.")
+ExecutorOpt = Annotated[str | None, typer.Option("--executor", help="Where code runs: local | codapi.")]
+ConcurrencyOpt = Annotated[
+    int | None, typer.Option("--concurrency", "-j", help="Parallel jobs (default: cores).")
 ]
-ConcurrencyOpt = Annotated[int | None, typer.Option("--concurrency", "-j", min=1, help="Parallel jobs.")]
 ModeOpt = Annotated[str, typer.Option("--mode", help="auto | run | test | obj (file/folder input).")]
 UnsafeOpt = Annotated[
     bool, typer.Option("--unsafe-no-sandbox", help="Allow running untrusted code without bubblewrap.")
@@ -61,6 +61,10 @@ def validate(
     """Compile and run Zig code in a sandbox and print verdicts (JSON for one file, JSONL otherwise)."""
     if (target is None) == (jsonl is None):
         raise InputError("give either a .zig file/folder or --jsonl IN.jsonl")
+    if executor not in (None, "local", "codapi"):
+        raise InputError(f"--executor must be local or codapi, not {executor!r}")
+    if concurrency is not None and concurrency < 1:
+        raise InputError(f"--concurrency must be at least 1, not {concurrency}")
     if mode not in ("auto", "run", "test", "obj"):
         raise InputError(f"--mode must be auto, run, test or obj, not {mode!r}")
     overrides = {
