@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -414,3 +416,59 @@ def test_cli_writes_jsonl_and_settings(tmp_path: Path):
     assert "sections" in proc.stderr and "wrote 2 sections" in proc.stderr
     bad = run_split("doc.md", "--max-chars", "10", cwd=tmp_path)
     assert bad.returncode != 0 and "split.max_chars" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# --------------------------------------------------------------------------- the shipped demo doc
+
+SAMPLE = Path(__file__).resolve().parents[1] / "doctune" / "data" / "zig-sample.md"
+_EXAMPLE_RE = re.compile(
+    r"^\*\*(?P<name>[\w.]+\.zig)\*\*\n\n```zig\n(?P<code>.*?)^```\n\n(?P<expected>Expected: [^\n]+)$",
+    re.M | re.S,
+)
+
+
+def sample_examples() -> list[re.Match[str]]:
+    return list(_EXAMPLE_RE.finditer(SAMPLE.read_text(encoding="utf-8")))
+
+
+def test_sample_doc_shape():
+    text = SAMPLE.read_text(encoding="utf-8")
+    assert len(text.encode()) < 15_000
+    secs = split_paths([SAMPLE], SplitSettings())
+    with_code = [s for s in secs if s.stats.languages.get("zig")]
+    assert 8 <= len(with_code) <= 14 and all(s.part == 0 for s in secs)
+    examples = sample_examples()
+    # Every zig fence is a named example followed by its Expected line, as in the language reference.
+    assert len(examples) == text.count("```zig") >= 12
+    assert len({m["name"] for m in examples}) == len(examples)
+    failing = [m for m in examples if "fails to compile" in m["expected"]]
+    assert len(failing) == 1 and "containing: `" in failing[0]["expected"]
+
+
+@pytest.mark.zig
+@pytest.mark.slow
+def test_sample_doc_examples_behave_as_annotated(tmp_path: Path):
+    """Each example compiled and run with the real Zig 0.14.0 does what its Expected line says."""
+    from doctune.zig import zig_exe
+
+    env = {
+        **os.environ,
+        "ZIG_GLOBAL_CACHE_DIR": str(tmp_path / "cache"),
+        "ZIG_LOCAL_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    for m in sample_examples():
+        (tmp_path / m["name"]).write_text(m["code"])
+        mode = "test" if "zig test" in m["expected"] else "run"
+        proc = subprocess.run(
+            [str(zig_exe()), mode, m["name"]],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if "fails to compile" in m["expected"]:
+            message = re.search(r"containing: `(.+)`", m["expected"])[1]
+            assert proc.returncode != 0 and f"error: {message}" in proc.stderr, (m["name"], proc.stderr)
+        else:
+            assert proc.returncode == 0, (m["name"], proc.stderr)
