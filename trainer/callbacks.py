@@ -45,6 +45,8 @@ def make_callbacks(loss_path: Path, tokens_per_step: float, show_progress: bool 
             if not logs or "loss" not in logs:
                 return
             elapsed = time.monotonic() - self.t0
+            # TRL logs the exact number of tokens seen; otherwise estimate from the mean example length
+            seen = float(logs.get("num_tokens") or state.global_step * tokens_per_step)
             rec = {
                 "step": state.global_step,
                 "epoch": round(float(logs.get("epoch", state.epoch or 0.0)), 4),
@@ -52,7 +54,8 @@ def make_callbacks(loss_path: Path, tokens_per_step: float, show_progress: bool 
                 "learning_rate": logs.get("learning_rate"),
                 "grad_norm": None if logs.get("grad_norm") is None else round(float(logs["grad_norm"]), 5),
                 "elapsed_s": round(elapsed, 2),
-                "tokens_per_s": round(state.global_step * tokens_per_step / elapsed, 1) if elapsed > 0 else None,
+                "tokens": int(seen),
+                "tokens_per_s": round(seen / elapsed, 1) if elapsed > 0 else None,
                 "peak_mem_mb": peak_memory_mb(),
             }
             self.records.append(rec)
@@ -83,7 +86,8 @@ def make_callbacks(loss_path: Path, tokens_per_step: float, show_progress: bool 
             if self.progress is None or not logs or "loss" not in logs:
                 return
             elapsed = max(time.monotonic() - self.t0, 1e-9)
-            info = (f"loss {float(logs['loss']):.4f}  {state.global_step * tokens_per_step / elapsed:,.0f} tok/s  "
+            seen = float(logs.get("num_tokens") or state.global_step * tokens_per_step)
+            info = (f"loss {float(logs['loss']):.4f}  {seen / elapsed:,.0f} tok/s  "
                     f"peak {peak_memory_mb():,.0f} MiB")
             self.progress.update(self.task, info=info)
 

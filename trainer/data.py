@@ -135,12 +135,15 @@ def response_only_labels(input_ids: list[int], instruction_ids: list[int], respo
 
 def prepare_dataset(tokenizer: Any, train: Any, *, assistant_only: bool, cap: int) -> tuple[Any, LengthStats]:
     """Tokenize ``train`` (a ``datasets.Dataset`` with ``messages``) → columns ``input_ids``, ``labels``."""
+    import datasets
     from rich.console import Console
+
+    datasets.disable_progress_bars()  # ours and TRL's dataset passes take seconds; the training bar is what counts
 
     def _map(row: dict[str, Any]) -> dict[str, list[int]]:
         return tokenize_conversation(tokenizer, conversation(row), assistant_only=assistant_only)
 
-    tokenized = train.map(_map, remove_columns=train.column_names, desc="tokenizing")
+    tokenized = train.map(_map, remove_columns=train.column_names)
     lengths = [len(x) for x in tokenized["input_ids"]]
     if not lengths:
         raise InputError("the training split is empty")

@@ -8,6 +8,7 @@ labels (``doctune.trainer.data``), so TRL only pads and truncates to ``max_lengt
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from rich.console import Console
 from doctune.errors import ConfigError, InputError
 from doctune.trainer.config import TrainConfig
 from doctune.trainer.data import prepare_dataset
-from doctune.trainer.outputs import TrainResult, save_outputs
+from doctune.trainer.outputs import TrainResult, run_summary, save_outputs
 
 EMBEDDING_MODULES = ("embed_tokens", "lm_head")
 console = Console(stderr=True)
@@ -167,13 +168,22 @@ def trainer_class(embedding_lr: float | None) -> Any:
     return EmbeddingLRTrainer
 
 
+def quiet_trainer(trainer: Any) -> None:
+    """Without tqdm, transformers prints every log dict to stdout; our bar and loss.jsonl already show them."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+
+
 def train(cfg: TrainConfig, train_ds: Any, out_dir: Path, *, show_progress: bool = True) -> TrainResult:
     """Train a LoRA adapter on ``train_ds`` (rows with ``messages``) and write everything to ``out_dir``."""
     import torch
 
-    from doctune.trainer.callbacks import make_callbacks, peak_memory_mb
+    from doctune.trainer.callbacks import make_callbacks
 
     torch.manual_seed(cfg.seed)
+    # transformers' own deprecation notice, raised from inside PEFT/Trainer, is noise for our users
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     model, tokenizer, _ = load_base(cfg)
     tokenized, stats = prepare_dataset(tokenizer, train_ds, assistant_only=cfg.assistant_only_loss,
                                        cap=cfg.max_seq_length)
@@ -184,18 +194,9 @@ def train(cfg: TrainConfig, train_ds: Any, out_dir: Path, *, show_progress: bool
         model=model, args=args, train_dataset=tokenized, processing_class=tokenizer,
         peft_config=lora_config(cfg), callbacks=callbacks,
     )
+    quiet_trainer(trainer)
     t0 = time.monotonic()
     out = trainer.train()
     runtime = time.monotonic() - t0
-    records = callbacks[0].records
-    steps = int(out.global_step)
-    result = {
-        "preset": cfg.name, "backend": "hf", "base_model": cfg.model, "steps": steps,
-        "epochs": float(trainer.state.epoch or 0.0),
-        "final_loss": records[-1]["loss"] if records else None,
-        "first_loss": records[0]["loss"] if records else None,
-        "runtime_s": round(runtime, 2),
-        "tokens_per_s": round(steps * tokens_per_step / runtime, 1) if runtime > 0 else 0.0,
-        "peak_mem_mb": peak_memory_mb(), "data": stats,
-    }
+    result = run_summary(cfg, "hf", trainer, out, runtime, callbacks[0].records, stats)
     return save_outputs(trainer.model, tokenizer, cfg, out_dir, sft_args=args.to_dict(), result=result)

@@ -45,6 +45,24 @@ class TrainResult(BaseModel):
     data: LengthStats
 
 
+def run_summary(cfg: TrainConfig, backend: str, trainer: Any, train_output: Any, runtime: float,
+                records: list[dict[str, Any]], data: LengthStats) -> dict[str, Any]:
+    """The measured part of a ``TrainResult`` (shared by both backends)."""
+    from doctune.trainer.callbacks import peak_memory_mb
+
+    steps = int(train_output.global_step)
+    seen = records[-1]["tokens"] if records else 0
+    return {
+        "preset": cfg.name, "backend": backend, "base_model": cfg.model, "steps": steps,
+        "epochs": float(trainer.state.epoch or 0.0),
+        "final_loss": records[-1]["loss"] if records else None,
+        "first_loss": records[0]["loss"] if records else None,
+        "runtime_s": round(runtime, 2),
+        "tokens_per_s": round(seen / runtime, 1) if runtime > 0 else 0.0,
+        "peak_mem_mb": peak_memory_mb(), "data": data,
+    }
+
+
 def find_gguf_converter() -> Path | None:
     """llama.cpp's ``convert_hf_to_gguf.py``: $LLAMA_CPP_DIR, then PATH."""
     env = os.environ.get("LLAMA_CPP_DIR")
@@ -75,11 +93,9 @@ def save_outputs(
 
     ``merge`` replaces the PEFT merge (Unsloth merges its 4-bit base its own way)."""
     adapter = out_dir / "adapter"
-    for peft_cfg in getattr(model, "peft_config", {}).values():
-        # The preset's model name (e.g. 'smollm2-135m-instruct') resolves on any machine; a cache path may not.
-        peft_cfg.base_model_name_or_path = cfg.model
     model.save_pretrained(adapter)
     tokenizer.save_pretrained(adapter)
+    portable_base(adapter / "adapter_config.json", cfg.model)
     merged, gguf, gguf_msg = None, None, None
     if cfg.save_merged or cfg.export_gguf:
         merged = out_dir / "merged"
@@ -95,6 +111,15 @@ def save_outputs(
     res.model_card.write_text(model_card(cfg, res))
     (out_dir / "train_result.json").write_text(res.model_dump_json(indent=2) + "\n")
     return res
+
+
+def portable_base(adapter_config: Path, model: str) -> None:
+    """Record the preset's model name (e.g. 'smollm2-135m-instruct', resolved on any machine) instead of this
+    machine's cache path. Done after saving: at save time PEFT would look an unknown name up on the Hub."""
+    if adapter_config.is_file():
+        data = json.loads(adapter_config.read_text())
+        data["base_model_name_or_path"] = model
+        adapter_config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def merge_16bit(model: Any, tokenizer: Any, merged: Path) -> None:

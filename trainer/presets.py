@@ -46,7 +46,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu-smollm2": {
         "backend": "hf",
         "model": "smollm2-135m-instruct",
-        "max_seq_length": 2048,
+        "max_seq_length": 1024,  # bounds a CPU step; longer examples are cut with a warning
         "load_in_4bit": False,
         "dtype": "float32",
         "lora_r": 8,
@@ -54,11 +54,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lora_dropout": 0.0,
         "target_modules": _ALL_LINEAR,
         "per_device_train_batch_size": 2,
-        "gradient_accumulation_steps": 2,
-        "warmup_steps": 2,
+        "gradient_accumulation_steps": 1,
+        "warmup_steps": 1,
         "num_train_epochs": 1,
-        "max_steps": 30,
-        "learning_rate": 5e-4,
+        "max_steps": 12,  # bounded for a CPU demo; raise with --max-steps for a real run
+        "learning_rate": 1e-3,
         "lr_scheduler_type": "linear",
         "weight_decay": 0.0,
         "optim": "adamw_torch",

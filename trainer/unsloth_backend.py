@@ -28,7 +28,7 @@ from doctune.trainer.data import (
     render,
     response_only_labels,
 )
-from doctune.trainer.outputs import TrainResult, save_outputs
+from doctune.trainer.outputs import TrainResult, run_summary, save_outputs
 
 console = Console(stderr=True)
 
@@ -112,9 +112,11 @@ def check_labels(trainer: Any, tokenizer: Any, markers: tuple[str, str]) -> None
 def train(cfg: TrainConfig, train_ds: Any, out_dir: Path, *, show_progress: bool = True) -> TrainResult:
     """Same contract as ``doctune.trainer.hf_backend.train``."""
     u = import_unsloth()
-    from doctune.trainer.callbacks import make_callbacks, peak_memory_mb
+    from doctune.trainer.callbacks import make_callbacks
+    from doctune.trainer.hf_backend import quiet_trainer
 
     model, tokenizer, _ = _load(u, cfg)
+    markers = chat_markers(tokenizer) if cfg.assistant_only_loss else None  # fail before any training work
     _, stats = prepare_dataset(tokenizer, train_ds, assistant_only=cfg.assistant_only_loss, cap=cfg.max_seq_length)
     texts = train_ds.map(lambda r: {"text": render(tokenizer, conversation(r))}, remove_columns=train_ds.column_names)
     args = _args(u, cfg, out_dir, stats.max_length)
@@ -124,24 +126,14 @@ def train(cfg: TrainConfig, train_ds: Any, out_dir: Path, *, show_progress: bool
         else "tokenizer"
     trainer = u["UnslothTrainer"](model=model, train_dataset=texts, args=args, callbacks=callbacks,
                                   **{tok_kw: tokenizer})
-    if cfg.assistant_only_loss:
-        markers = chat_markers(tokenizer)
+    if markers is not None:
         trainer = u["train_on_responses_only"](trainer, instruction_part=markers[0], response_part=markers[1])
         check_labels(trainer, tokenizer, markers)
+    quiet_trainer(trainer)
     t0 = time.monotonic()
     out = trainer.train()
     runtime = time.monotonic() - t0
-    records = callbacks[0].records
-    steps = int(out.global_step)
-    result = {
-        "preset": cfg.name, "backend": "unsloth", "base_model": cfg.model, "steps": steps,
-        "epochs": float(trainer.state.epoch or 0.0),
-        "final_loss": records[-1]["loss"] if records else None,
-        "first_loss": records[0]["loss"] if records else None,
-        "runtime_s": round(runtime, 2),
-        "tokens_per_s": round(steps * tokens_per_step / runtime, 1) if runtime > 0 else 0.0,
-        "peak_mem_mb": peak_memory_mb(), "data": stats,
-    }
+    result = run_summary(cfg, "unsloth", trainer, out, runtime, callbacks[0].records, stats)
 
     def merge(m: Any, tok: Any, merged: Path) -> None:
         m.save_pretrained_merged(str(merged), tok, save_method="merged_16bit")
