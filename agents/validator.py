@@ -10,6 +10,7 @@ batching of plain test blocks (see ``doctune.executors.batch``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import platform
 from collections.abc import Callable, Sequence
@@ -181,6 +182,8 @@ class Validator:
                 executor=self.executor.name,
             )
         reqs, fragment = self.plan(block)
+        if (pre := await self._expected_compile_error(block, reqs[0], fragment)) is not None:
+            return pre
         total, res, mode = 0.0, None, reqs[0].mode
         for req in reqs:
             res = await self.execute(req)
@@ -190,6 +193,23 @@ class Validator:
                 break
         assert res is not None
         return self.to_verdict(res, mode, block.expect, fragment=fragment, duration=total)
+
+    async def _expected_compile_error(
+        self, block: BlockInput, req: ExecRequest, fragment: bool
+    ) -> Verdict | None:
+        """A block expected not to compile is first only type-checked (about half the cost of a build).
+
+        Sema errors are the same with or without code generation; when the check passes, the caller does the
+        full build, so errors found only by codegen/linking are still seen: the verdict is unchanged.
+        """
+        if block.expect is None or block.expect.outcome != "compile_error" or fragment:
+            return None
+        if not getattr(self.executor, "supports_check_only", False):
+            return None
+        res = await self.execute(dataclasses.replace(req, check_only=True))
+        if res.ok or res.infra_error or res.timed_out or res.stage != "compile":
+            return None
+        return self.to_verdict(res, req.mode, block.expect, fragment=False, duration=res.duration_s)
 
     def _semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()

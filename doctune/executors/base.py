@@ -36,6 +36,7 @@ class ExecRequest:
     options: ExecOptions = field(default_factory=ExecOptions)
     expect_run: bool = True  # False: build only (e.g. non-native target), even in run mode
     root_name: str = "main.zig"  # the root file's name: Zig names the root module (and its types) after it
+    check_only: bool = False  # semantic analysis only (-fno-emit-bin), nothing runs; executors may ignore it
 
 
 @dataclass

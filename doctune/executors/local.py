@@ -40,6 +40,7 @@ class LocalExecutor(Executor):
 
     name = "local"
     supports_batch = True  # several files in one compile (see doctune.executors.batch)
+    supports_check_only = True  # ExecRequest.check_only is honoured
 
     def __init__(
         self, settings: ValidatorSettings, *, zig_cache: Path | None = None, kill_on_output: bool = True
@@ -89,7 +90,7 @@ class LocalExecutor(Executor):
 
         Returns the compile result and the run results ([] when nothing ran: compile failed, obj, no run).
         """
-        emit = req.mode != "obj" or req.expect_run
+        emit = not req.check_only and (req.mode != "obj" or req.expect_run)
         fast = emit and self.settings.fast_backend and _fast_backend_ok(req)
         compiled, runs = await self._build_and_run(req, run_envs, emit=emit, fast=fast)
         if not fast or (compiled.ok and all(r.ok for r in runs)):
@@ -120,7 +121,7 @@ class LocalExecutor(Executor):
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 dest.write_text(content, encoding="utf-8")
             compiled = await self._compile(req, name, src, out, emit=emit, fast=fast)
-            if compiled.infra_error or not compiled.ok or req.mode == "obj" or not req.expect_run:
+            if compiled.infra_error or not compiled.ok or not emit or req.mode == "obj" or not req.expect_run:
                 return compiled, []
             return compiled, [await self._run_confirmed(out / "prog", env) for env in run_envs]
 
