@@ -5,9 +5,10 @@ Defines `RunStatus` (sections done/failed/pending, pairs, tokens — `--json` pr
 "output"}}` plus `run_id`, `state` and `failed`), `compute_status` (pure, over a LangGraph `StateSnapshot`),
 `read_status` and `retry_run`.
 
-Where the truth lives: a finished section branch of an unfinished run is only a pending write of the fan-out
-superstep (LangGraph merges the branches' results into the state when the whole superstep ends), so sections are
-counted from the snapshot's tasks as well as from `results`.
+Where the truth lives: LangGraph merges the section branches' results into the run state only when the whole
+fan-out superstep ends, and saves a finished branch's write late (with `max_concurrency` set, checkpoint writes
+queue behind the waiting branches). Each section subgraph checkpoints its own steps, though, so an unfinished
+run's sections are counted from the snapshot's tasks and their subgraph states as well as from `results`.
 
 Retry uses LangGraph, not a second bookkeeping: an unfinished run (killed, or stopped by a section that raised) is
 resumed — LangGraph re-runs only the branches without a successful write. A finished run whose results record
@@ -59,26 +60,30 @@ class RunStatus:
 
 
 def _task_section_ids(snap: Any) -> dict[str, str]:
-    """task id -> section id for the fan-out tasks of `snap` (a Send task's path holds its index in the list)."""
-    from doctune.graph.nodes import fan_out
-
-    sends = fan_out(snap.values) if snap.values.get("section_ids") else []
-    sends = sends if isinstance(sends, list) else []
+    """task id -> section id for the fan-out tasks that started (their subgraph state holds the section id)."""
     ids: dict[str, str] = {}
     for t in snap.tasks:
         if t.name != "section":
             continue
         res = _task_results(t)
+        sub = getattr(t.state, "values", None) or {}
         if res:
             ids[t.id] = res[0]["section_id"]
-        elif len(t.path) > 1 and isinstance(t.path[1], int) and t.path[1] < len(sends):
-            ids[t.id] = sends[t.path[1]].arg["section_id"]
+        elif sub.get("section_id"):
+            ids[t.id] = sub["section_id"]
     return ids
 
 
 def _task_results(task: Any) -> list[dict[str, Any]]:
+    """The SectionResult a section branch produced: its saved write, else (the write is not saved until the
+    superstep's writes are flushed) the `results` its subgraph's own last checkpoint holds after `finish`."""
     res = task.result
-    return list(res.get("results") or []) if isinstance(res, dict) else []
+    if isinstance(res, dict) and res.get("results"):
+        return list(res["results"])
+    sub = getattr(task.state, "values", None)  # a StateSnapshot when read with subgraphs=True
+    if isinstance(sub, dict) and not getattr(task.state, "next", ()) and sub.get("results"):
+        return list(sub["results"])
+    return []
 
 
 def _is_real_error(err: Any) -> bool:
@@ -166,7 +171,7 @@ async def read_status(run_dir: Path, settings: Any) -> RunStatus:
     url = checkpoint_url(run_dir, info, settings.checkpoint.url)
     async with open_checkpointer(url, run_dir) as saver:
         graph = build_graph(checkpointer=saver)
-        snap = await graph.aget_state({"configurable": {"thread_id": info["run_id"]}})
+        snap = await graph.aget_state({"configurable": {"thread_id": info["run_id"]}}, subgraphs=True)
     return compute_status(info["run_id"], snap)
 
 
@@ -219,8 +224,8 @@ async def _fork_without(run_dir: Path, settings: Any, run_id: str, targets: list
         keep = [r for r in latest.values.get("results", []) if r["section_id"] not in targets]
         fan_out_point = None
         async for snap in graph.aget_state_history(config):
-            if "section" in snap.next and not snap.values.get("results"):
-                fan_out_point = snap  # history runs newest first: keep the earliest
+            if "section" in snap.next:
+                fan_out_point = snap  # history runs newest first: keep the earliest (the original fan-out)
         if fan_out_point is None:
             raise InputError(f"run {run_id} has no fan-out checkpoint to retry from")
         await graph.aupdate_state(fan_out_point.config, {"results": keep}, as_node="split")

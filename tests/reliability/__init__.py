@@ -1,0 +1,1 @@
+"""Reliability suite: crash safety, LLM and executor faults, hostile code, bad inputs, secrets (issue 7)."""

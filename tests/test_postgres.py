@@ -1,0 +1,151 @@
+"""Durable runs on SQLite and PostgreSQL alike: `kill -9` mid-run then resume, and `doctune retry` of a failed
+section. Each test runs the real `doctune` CLI in a child process against a local OpenAI-compatible fake (so
+LLM calls can be counted per section) and the real checkpointer; Postgres tests get a fresh database on the
+throw-away server that scripts/test.sh starts (DOCTUNE_TEST_PG_URL).
+
+Compiles are paid once: an uninterrupted reference run fills a verdict cache that every crashed run starts from,
+so a crashed run's timing is the fake model's latency, not the compiler's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.openai_server import FakeOpenAI
+from tests.reliability.harness import (
+    PG_ENV,
+    calls_by_section,
+    dataset_signature,
+    done_ids,
+    good_pair_responder,
+    headings,
+    kill_when,
+    llm_env,
+    no_traceback,
+    pair_ids,
+    pg_database,
+    run_cli,
+    section_id_of,
+    start_cli,
+    status_obj,
+    warm_up,
+    zig_doc,
+)
+
+pytestmark = pytest.mark.zig
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+def checkpoint_url(request: pytest.FixtureRequest):
+    """None = the default SQLite file in the run dir; else a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield None
+        return
+    if not os.environ.get(PG_ENV):
+        pytest.skip(f"{PG_ENV} is not set: `make test` (scripts/test.sh) starts a throw-away PostgreSQL")
+    with pg_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """An uninterrupted run of a 3-section doc: its dataset and its (now warm) verdict cache."""
+    tmp = tmp_path_factory.mktemp("reference")
+    doc = tmp / "durable.md"
+    doc.write_text(zig_doc(3), encoding="utf-8")
+    with FakeOpenAI(good_pair_responder) as srv:
+        r = run_cli(["run", str(doc), "--out", str(tmp / "out"), "--concurrency", "1"], llm_env(tmp, srv.base_url))
+    assert r.returncode == 0, r.stderr[-3000:]
+    sig = dataset_signature(tmp / "out")
+    assert len(sig) == 3 and all(v == "ok" for *_, v in sig)
+    return {"doc": str(doc), "sig": sig, "cache": tmp / "verdicts.sqlite"}
+
+
+def _env(tmp: Path, reference: dict, base_url: str, url: str | None) -> dict[str, str]:
+    shutil.copy(reference["cache"], tmp / "verdicts.sqlite")
+    extra = {"DOCTUNE_CHECKPOINT__URL": url} if url else {}
+    return llm_env(tmp, base_url, **extra)
+
+
+def test_sigkill_mid_run_then_resume(checkpoint_url: str | None, reference: dict, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = ["run", reference["doc"], "--out", str(out), "--concurrency", "1"]
+    warm_up()
+    with FakeOpenAI(good_pair_responder, latency=2.0) as srv:
+        env = _env(tmp_path, reference, srv.base_url, checkpoint_url)
+        proc = start_cli(args, env, tmp_path / "run1.log")
+        killed = kill_when(proc, lambda: status_obj(out, checkpoint_url).done >= 1, timeout=240)
+        assert killed, "the run finished before the kill point:\n" + (tmp_path / "run1.log").read_text()[-2000:]
+        st = status_obj(out, checkpoint_url)
+        assert st.state == "incomplete" and st.total == 3 and 1 <= st.done < 3, st
+        finished = headings(out, done_ids(st))
+        before = calls_by_section(srv)
+
+        r = run_cli(args, env)  # the same command again resumes the same thread
+        assert r.returncode == 0, r.stderr[-3000:]
+        after = calls_by_section(srv)
+    assert "resumed" in r.stderr
+    assert dataset_signature(out) == reference["sig"]
+    assert len(set(pair_ids(out))) == len(pair_ids(out)) == 3
+    for h in finished:  # no finished section's LLM call was repeated
+        assert after[h] == before[h] == 1, (h, before, after)
+    assert status_obj(out, checkpoint_url).state == "complete"
+
+
+def _refusing_one(broken: str, state: dict):
+    """The good model, except that it answers prose (no JSON) for section `broken` while state['broken']."""
+    from tests.fakes.zig_answers import section_of
+
+    def responder(body: dict) -> dict | str:
+        if state["broken"] and section_of(body) == broken:
+            return "I am sorry, I cannot write pairs for this section."
+        return good_pair_responder(body)
+
+    return responder
+
+
+def test_retry_reruns_only_the_failed_section(checkpoint_url: str | None, reference: dict, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    broken = "Durable > Example 1"
+    state = {"broken": True}
+    with FakeOpenAI(_refusing_one(broken, state)) as srv:
+        env = _env(tmp_path, reference, srv.base_url, checkpoint_url)
+        r = run_cli(["run", reference["doc"], "--out", str(out), "--concurrency", "1"], env)
+        assert no_traceback(r.stderr), r.stderr[-3000:]
+        s = run_cli(["status", str(out), "--json"], env)
+        assert s.returncode == 0, s.stderr
+        st = json.loads(s.stdout)
+        assert set(st) >= {"sections", "pairs", "tokens"}
+        assert set(st["sections"]) == {"total", "done", "failed", "pending"}
+        assert set(st["pairs"]) == {"accepted", "rejected"} and set(st["tokens"]) == {"input", "output"}
+        assert st["sections"]["total"] == 3 and st["sections"]["done"] >= 1, st
+        bad_id = section_id_of(out, broken)
+        if r.returncode == 0:  # the graph records a failed section and finishes the run
+            assert [f["section_id"] for f in st["failed"]] == [bad_id], st
+        else:  # the failed section stopped the run: one clear line; it is failed or (unsaved error) pending
+            assert "error:" in r.stderr and st["state"] in ("failed", "incomplete"), (r.stderr[-2000:], st)
+            assert bad_id in {f["section_id"] for f in st["failed"]} | set(status_obj(out, checkpoint_url).pending_ids)
+        done_before = done_ids(status_obj(out, checkpoint_url))
+        finished = headings(out, done_before)
+        before = calls_by_section(srv)
+
+        bad = run_cli(["retry", str(out), "--section", next(iter(done_before))], env)
+        assert bad.returncode != 0 and no_traceback(bad.stderr) and "nothing to retry" in bad.stderr, bad.stderr
+
+        state["broken"] = False
+        r = run_cli(["retry", str(out), "--section", bad_id], env)
+        assert r.returncode == 0, r.stderr[-3000:]
+        after = calls_by_section(srv)
+    assert dataset_signature(out) == reference["sig"]
+    for h in finished:  # finished sections were not generated again
+        assert after[h] == before[h], (h, before, after)
+    assert after[broken] > before[broken]
+    final = status_obj(out, checkpoint_url)
+    assert (final.state, final.done, final.failed) == ("complete", 3, 0)
