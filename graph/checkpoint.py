@@ -21,7 +21,7 @@ async def open_checkpointer(url: str | None, out_dir: Path) -> AsyncIterator[Any
                 "checkpoint.url is a Postgres URL but the Postgres saver is missing: pip install 'doctune[postgres]'"
             ) from None
         async with AsyncPostgresSaver.from_conn_string(url) as saver:
-            await saver.setup()
+            await _setup_serialized(saver)
             yield saver
         return
     if url and not url.startswith("sqlite:"):
@@ -32,3 +32,30 @@ async def open_checkpointer(url: str | None, out_dir: Path) -> AsyncIterator[Any
     path.parent.mkdir(parents=True, exist_ok=True)
     async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
         yield saver
+
+
+_SETUP_LOCK = 0x646F6374  # any fixed 64-bit key: "doct"
+
+
+async def _setup_serialized(saver: Any, wait_s: float = 120.0) -> None:
+    """Run the saver's migrations under a Postgres advisory lock: two processes opening a fresh database at once
+    (a run and `doctune status`, or several server workers) would otherwise both CREATE the tables and one fail.
+
+    The lock is polled with pg_try_advisory_lock, never waited on inside a statement: the migrations use
+    CREATE INDEX CONCURRENTLY, which waits for every open transaction — a blocked lock request included."""
+    import asyncio
+
+    async def try_lock() -> bool:
+        cur = await saver.conn.execute("SELECT pg_try_advisory_lock(%s) AS locked", (_SETUP_LOCK,))
+        row = await cur.fetchone()
+        return bool(row["locked"] if isinstance(row, dict) else row[0])  # the saver's rows are dicts
+
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while not await try_lock():
+        if asyncio.get_running_loop().time() > deadline:
+            raise ConfigError(f"checkpoint database: another process held the setup lock for {wait_s:.0f} s")
+        await asyncio.sleep(0.1)
+    try:
+        await saver.setup()
+    finally:
+        await saver.conn.execute("SELECT pg_advisory_unlock(%s)", (_SETUP_LOCK,))
