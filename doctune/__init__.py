@@ -7,10 +7,27 @@ Public API::
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 __all__ = ["__version__", "build_graph", "load_settings"]
+
+
+def _source_checkout_path() -> list[str]:
+    """In a source checkout (repo root on sys.path, e.g. a script run from the root), `doctune.agents` etc. live
+    in the sibling folders agents/, graph/, ... that an install maps into this package (pyproject `package-dir`).
+    Let imports find them there too; an installed package (no pyproject.toml beside it) is left alone."""
+    root = Path(__file__).resolve().parent.parent
+    pyproject = root / "pyproject.toml"
+    if (root / "agents" / "__init__.py").is_file() and pyproject.is_file() and 'name = "doctune"' in pyproject.read_text(
+        encoding="utf-8", errors="replace"
+    ):
+        return [str(root)]
+    return []
+
+
+__path__ += [p for p in _source_checkout_path() if p not in __path__]  # noqa: PLE0605
 
 if TYPE_CHECKING:  # pragma: no cover
     from doctune.graph.graph import build_graph

@@ -99,11 +99,14 @@ async def run_pipeline(
     async with open_checkpointer(settings.checkpoint.url, out_dir) as saver:
         graph = build_graph(checkpointer=saver)
         snap = await graph.aget_state(config)
-        if snap.values and not snap.next:
+        # A killed run can stop after a step's writes were saved but before the next checkpoint was: then the
+        # snapshot has tasks (all with results) and no `next`. Only a finished run has neither.
+        unfinished = bool(snap.next or snap.tasks)
+        if snap.values and not unfinished:
             status, values = "already_complete", snap.values
         else:
-            status = "resumed" if snap.next else "completed"
-            inp = None if snap.next else {"docs": docs, "max_sections": max_sections}
+            status = "resumed" if unfinished else "completed"
+            inp = None if unfinished else {"docs": docs, "max_sections": max_sections}
             done_before = sum(1 for t in snap.tasks if t.name == "section" and t.result is not None)
             with RunProgress(enabled=show_progress) as prog:
                 prog.sections_done(done_before, len(snap.values.get("section_ids", [])) or None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,7 +69,8 @@ def test_langref_every_line_lands_in_one_section(sections):
 
 
 def test_doctune_split_cli_writes_jsonl(tmp_path: Path):
-    exe = shutil.which("doctune")
+    sibling = Path(sys.executable).with_name("doctune")  # the venv's script, even when the venv is not on PATH
+    exe = str(sibling) if sibling.is_file() else shutil.which("doctune")
     if exe is None:
         pytest.skip("the `doctune` console script is not installed in this environment")
     out = tmp_path / "s.jsonl"

@@ -65,7 +65,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def generate_all(tasks: Sequence[EvalTask], models: dict[str, str], *, samples: int, max_new_tokens: int,
-                 batch_size: int = 8) -> dict[str, list[list[str]]]:
+                 batch_size: int = 16) -> dict[str, list[list[str]]]:
     """label -> per task -> answers. Models are loaded one at a time (memory)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -197,7 +197,7 @@ async def evaluate_async(
     max_new_tokens: int = 512,
     validator: ValidatorSettings | None = None,
     loss_log: Path | None = None,
-    batch_size: int = 8,
+    batch_size: int = 16,
 ) -> EvalResults:
     """Run the whole evaluation and write results.json, answers.jsonl, report.md + plots into ``out_dir``.
     Generation runs in a worker thread so an event loop (the graph's) stays responsive."""

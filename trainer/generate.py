@@ -62,10 +62,12 @@ def parse_spec(label: str, spec: str) -> ModelSpec:
 class LocalGenerator:
     """A transformers model (plus optional LoRA adapter) generating chat answers in batches."""
 
-    def __init__(self, spec: ModelSpec, *, max_new_tokens: int = 512, batch_size: int = 8, seed: int = 0):
+    def __init__(self, spec: ModelSpec, *, max_new_tokens: int = 512, batch_size: int = 16, seed: int = 0):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # "Loading weights" bars; the evaluator shows its own progress
         tok_dir = spec.adapter or spec.path
         self.tokenizer = AutoTokenizer.from_pretrained(tok_dir)
         self.tokenizer.padding_side = "left"  # decoder-only batching
@@ -169,7 +171,7 @@ class OpenAIGenerator:
         self.client.close()
 
 
-def make_generator(spec: ModelSpec, *, max_new_tokens: int, batch_size: int = 8) -> Any:
+def make_generator(spec: ModelSpec, *, max_new_tokens: int, batch_size: int = 16) -> Any:
     if spec.kind == "openai":
         return OpenAIGenerator(spec, max_new_tokens=max_new_tokens)
     return LocalGenerator(spec, max_new_tokens=max_new_tokens, batch_size=batch_size)

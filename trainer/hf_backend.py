@@ -36,7 +36,9 @@ def load_base(cfg: TrainConfig) -> tuple[Any, Any, str]:
     """(model, tokenizer, path) for the config's base model, 4-bit only on CUDA."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     path = resolve_model_path(cfg.model)
     cuda = torch.cuda.is_available()
     dtype = compute_dtype(cfg, cuda)

@@ -93,6 +93,9 @@ def save_outputs(
 
     ``merge`` replaces the PEFT merge (Unsloth merges its 4-bit base its own way)."""
     adapter = out_dir / "adapter"
+    ckpt = out_dir / "checkpoints"  # the Trainer's output_dir; empty unless checkpointing was turned on
+    if ckpt.is_dir() and not any(ckpt.iterdir()):
+        ckpt.rmdir()
     model.save_pretrained(adapter)
     tokenizer.save_pretrained(adapter)
     portable_base(adapter / "adapter_config.json", cfg.model)

@@ -60,7 +60,7 @@ def plot_rates(models: dict[str, Any], out: Path) -> None:
     width = 0.38
     xs = range(len(labels))
     b1 = ax.bar([x - width / 2 for x in xs], compile_rate, width, label="compiles")
-    b2 = ax.bar([x + width / 2 for x in xs], pass1, width, label="pass@1 (hidden tests)")
+    b2 = ax.bar([x + width / 2 for x in xs], pass1, width, label="passes its checks (pass@1)")
     ax.bar_label(b1, fmt="%.2f", fontsize=8)
     ax.bar_label(b2, fmt="%.2f", fontsize=8)
     ax.set_xticks(list(xs), labels)
@@ -139,6 +139,11 @@ def write_report(results: Any, tasks: Sequence[EvalTask], answers: dict[str, lis
                                (a, b))
             if not hits:
                 md += ["None.", ""]
+        same = [r for r in rows if r["results"][a]["passed"] == r["results"][b]["passed"]]
+        md += [f"## Unchanged: {len(same)} task(s), first examples", ""]
+        for r in same[:2]:
+            i = by_id[r["id"]]
+            md += _example(tasks[i], answers[a][i][0], answers[b][i][0], r["results"][a], r["results"][b], (a, b))
     path = out / "report.md"
     path.write_text("\n".join(md))
     return path

@@ -94,7 +94,7 @@ def _is_real_error(err: Any) -> bool:
 def compute_status(run_id: str, snap: Any) -> RunStatus:
     """Sections done/failed/pending, pairs and tokens from a LangGraph state snapshot of the run's thread."""
     values = snap.values or {}
-    if not values and not snap.next:
+    if not values and not snap.next and not snap.tasks:
         return RunStatus(run_id=run_id, state="not_started")
     section_ids = list(values.get("section_ids", []))
     results = {r["section_id"]: r for r in values.get("results", [])}
@@ -115,7 +115,7 @@ def compute_status(run_id: str, snap: Any) -> RunStatus:
     kept = values.get("kept")
     accepted = len(kept) if kept is not None else sum(len(r["accepted"]) for r in results.values())
     rejected = sum(len(r["rejected"]) for r in results.values()) + len(values.get("dropped", []))
-    if not snap.next:
+    if not snap.next and not snap.tasks:  # tasks all with results but no next: killed between two checkpoints
         state = "complete"
     elif raised or any(_is_real_error(t.error) for t in snap.tasks):
         state = "failed"

@@ -200,3 +200,8 @@ def llm_env(tmp: Path, base_url: str, api_key: str = "sk-test-key", **extra: str
 
 def no_traceback(text: str) -> bool:
     return "Traceback (most recent call last)" not in text
+
+
+def rejected_signature(out: Path) -> list[tuple[str, str]]:
+    rows = [json.loads(line) for line in (out / "rejected.jsonl").read_text(encoding="utf-8").splitlines()]
+    return sorted((r.get("id") or r.get("section_id") or "", r["reason"]) for r in rows)
