@@ -10,7 +10,9 @@ Behaves like Codapi's `/v1/exec` handler (nalgeon/codapi internal/server, intern
   whitespace-trimmed; a failing step → ok false, stdout+stderr merged into stderr plus ` (exit status N)`;
 - an engine failure → 500 with stderr `internal error`. Error bodies are the Execution JSON
   `{"id", "ok": false, "duration": 0, "stdout": "", "stderr": msg}`.
-`force_status` lets a test make the next N requests fail with a given status (e.g. 500) before real work.
+`force_status` lets a test make the next N requests fail with a given status (e.g. 500) before real work;
+`force_drop` makes the next N requests wait the given seconds and then close the connection without an answer
+(0 = a dropped connection, more than the client's timeout = a hung server).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -60,6 +63,7 @@ class FakeCodapi:
     zig_cache: Path
     executor_settings: dict[str, Any] = field(default_factory=dict)
     force_status: list[int] = field(default_factory=list)
+    force_drop: list[float] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     busy_count: int = 0
 
@@ -85,6 +89,10 @@ class FakeCodapi:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+
+    def take_drop(self) -> float | None:
+        with self._lock:
+            return self.force_drop.pop(0) if self.force_drop else None
 
     # ---- one /v1/exec call --------------------------------------------------------------------------------
     def handle(self, method: str, ctype: str | None, body: bytes) -> tuple[int, dict[str, Any]]:
@@ -179,6 +187,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length) if length else b""
+        drop = self.fake.take_drop()
+        if drop is not None:  # no answer at all: the client sees a closed connection (or its own timeout)
+            time.sleep(drop)
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
         status, obj = self.fake.handle(self.command, self.headers.get("content-type"), body)
         data = json.dumps(obj).encode()
         self.send_response(status)
