@@ -39,18 +39,10 @@ def _uid_procs(uid: int) -> int:
     return n
 
 
-def test_hostile_code_is_contained(tmp_path: Path) -> None:
-    secret = tmp_path / "secret.txt"
-    secret.write_text("TOP-SECRET-HOST-DATA")
-    outside = tmp_path / "written_by_sandbox.txt"
-    passwd_before = Path("/etc/passwd").read_bytes()
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    listener.setblocking(False)
-    port = listener.getsockname()[1]
-
-    blocks = {
+def hostile_programs(secret: Path, outside: Path, port: int) -> dict[str, str]:
+    """The hostile cases as Zig programs: `secret` is a host file to read, `outside` a path to create, `port` a
+    listening localhost port to connect to (also used by the reliability suite through the whole graph)."""
+    return {
         "loop": _main("    var x: u64 = 0;\n    while (true) { x +%= 1; std.mem.doNotOptimizeAway(x); }\n"),
         "fork_bomb": _main("    while (true) {\n        _ = std.posix.fork() catch continue;\n    }\n"),
         "alloc_8g": _main(
@@ -73,6 +65,20 @@ def test_hostile_code_is_contained(tmp_path: Path) -> None:
             "    @memset(&line, 'x');\n    for (0..100 * 1024) |_| try w.writeAll(&line);\n"
         ),
     }
+
+
+def test_hostile_code_is_contained(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-HOST-DATA")
+    outside = tmp_path / "written_by_sandbox.txt"
+    passwd_before = Path("/etc/passwd").read_bytes()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+
+    blocks = hostile_programs(secret, outside, port)
     settings = ValidatorSettings(cache=False, concurrency=2, run_timeout_s=3.0, memory_mb=1024)
     validator = Validator(settings, LocalExecutor(settings, zig_cache=ZIG_CACHE))
 
