@@ -1,8 +1,8 @@
 """Plumbing shared by the LLM agents (generator, repair, judge).
 
 Defines: ``build_chat_model`` (a ``ChatOpenAI`` from ``settings.llm``), ``RateLimiter`` (client-side requests/s),
-``Usage`` (token accounting and cost), ``is_transient`` / ``retry_after_s`` (which errors a retry can fix, and how
-long the server asked us to wait), ``GenerationError`` (an unusable answer, with its raw text) and
+``Usage`` (token accounting and cost), ``is_transient`` / ``is_llm_failure`` / ``retry_after_s`` (which errors a
+retry can fix, which are the model's, and how long the server asked us to wait), ``GenerationError`` (an unusable answer, with its raw text) and
 ``StructuredCaller`` (one structured-output call: rate limit, bounded transient retries honouring Retry-After,
 lenient parsing, and re-asking with feedback after a malformed / truncated / empty answer).
 """
@@ -122,6 +122,14 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)):
         return True
     return isinstance(exc, (TimeoutError, ConnectionError))
+
+
+def is_llm_failure(exc: BaseException) -> bool:
+    """An error of the model or its endpoint (unusable answer, refused or failing endpoint, timeout): one
+    section's problem, never a reason to stop a whole run. Bugs and toolchain errors are not."""
+    if isinstance(exc, (GenerationError, EndpointError, openai.APIError)):
+        return True
+    return is_transient(exc)
 
 
 def retry_after_s(exc: BaseException) -> float | None:

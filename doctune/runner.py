@@ -95,6 +95,7 @@ async def run_pipeline(
         "configurable": {"thread_id": run_id},
         "max_concurrency": settings.generator.concurrency,
         "recursion_limit": 50 + 4 * (settings.generator.max_repairs + 2),
+        **trace_config(run_id, docs, settings),
     }
     async with open_checkpointer(settings.checkpoint.url, out_dir) as saver:
         graph = build_graph(checkpointer=saver)
@@ -117,7 +118,39 @@ async def run_pipeline(
             values = (await graph.aget_state(config)).values
         if context is None:
             await ctx.aclose()
+    _flush_traces()
     return summarize(run_id, status, generator_kind(settings), values, time.monotonic() - t0)
+
+
+def trace_config(run_id: str, docs: list[str], settings: Settings) -> dict[str, Any]:
+    """How the run shows up in LangSmith (when LANGSMITH_TRACING=true): its name, tags and metadata.
+
+    Only public facts: the settings enter as a hash of their masked dump (`public_dict`), never as values.
+    """
+    from doctune.agents.generator import generator_kind
+    from doctune.zig import EXPECTED_VERSION
+
+    kind = generator_kind(settings)
+    metadata: dict[str, Any] = {
+        "run_id": run_id,
+        "docs": [Path(d).name for d in docs],
+        "settings_hash": sha256(json.dumps(settings.public_dict(), sort_keys=True, default=str), 12),
+        "generator": kind,
+        "zig_version": EXPECTED_VERSION,
+    }
+    if kind == "llm":
+        metadata["model"] = settings.llm.model
+    return {"run_name": f"doctune run {run_id}", "tags": ["doctune", f"generator:{kind}", f"zig-{EXPECTED_VERSION}",
+                                                           f"run:{run_id}"], "metadata": metadata}
+
+
+def _flush_traces() -> None:
+    """Send the queued LangSmith runs before the process exits (the client posts from a background thread)."""
+    try:
+        from langchain_core.tracers.langchain import wait_for_all_tracers
+    except ImportError:  # pragma: no cover - langchain-core comes with langgraph
+        return
+    wait_for_all_tracers()
 
 
 def summarize(run_id: str, status: str, generator: str, values: dict[str, Any], wall_s: float) -> RunSummary:

@@ -54,9 +54,11 @@ class Context:
         return self._cache["generator"]
 
     async def aclose(self) -> None:
-        v = self._cache.pop("validator", None)
-        if v is not None:
-            await v.aclose()
+        """Close the services this Context built (injected ones belong to the caller)."""
+        for key in ("validator", "generator"):
+            svc = self._cache.pop(key, None)
+            if svc is not None and hasattr(svc, "aclose"):
+                await svc.aclose()
 
 
 _DEFAULT: dict[tuple[str, str | None], Context] = {}

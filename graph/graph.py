@@ -28,7 +28,10 @@ def _transient(exc: Exception) -> bool:
     return is_transient(exc)
 
 
-LLM_RETRY = RetryPolicy(max_attempts=4, initial_interval=1.0, retry_on=_transient)
+# The LLM client already retries transient errors (honouring Retry-After, llm.max_retries times); the graph adds
+# one more attempt of the whole node for an endpoint that was down for longer. After that the node records the
+# error on the section (see nodes._section_failure) so the run goes on.
+LLM_RETRY = RetryPolicy(max_attempts=2, initial_interval=1.0, retry_on=_transient)
 
 
 def build_section_graph() -> Any:

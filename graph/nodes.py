@@ -43,18 +43,42 @@ def fan_out(state: RunState) -> list[Send] | Literal["curate"]:
 
 
 async def generate(state: SectionState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Ask the generator for pairs grounded in the section; store them; queue them for validation."""
+    """Ask the generator for pairs grounded in the section; store them; queue them for validation.
+
+    Pairs the LLM generator dropped before validation (no ```zig block, empty, duplicate) are stored too and
+    recorded as rejected with their reason. A generation that fails for good (unusable answers, a refused
+    endpoint, transient errors after every retry) ends the section with `error` set instead of stopping the run.
+    """
     ctx = resolve(runtime.context)
     section = ctx.store.get_section(state["section_id"])
     if len(section.text) < ctx.settings.generator.min_section_chars:
         return {"pending": [], "generated": 0, "attempt": 0}
-    pairs = await ctx.get_generator().generate(section)
+    gen = ctx.get_generator()
+    rejected: list[dict[str, str]] = []
+    try:
+        if hasattr(gen, "generate_result"):  # the LLM agent: also says what it dropped, and the tokens
+            result = await gen.generate_result(section)
+            pairs, tokens = result.pairs, {"input": result.usage.input, "output": result.usage.output}
+            for r in result.rejected:
+                r.pair.attempts.append(Attempt(n=0, code_hash=_code_hash(r.pair)))
+                ctx.store.put_pair(r.pair)
+                rejected.append({"pair_id": r.pair.id, "reason": r.reason})
+        else:
+            pairs = await gen.generate(section)
+            tokens = _tokens(pairs)
+    except Exception as e:
+        if not _section_failure(e, runtime):
+            raise
+        usage = getattr(e, "usage", None)
+        tokens = {"input": getattr(usage, "input", 0), "output": getattr(usage, "output", 0)}
+        return {"pending": [], "generated": 0, "attempt": 0, "tokens": tokens, "error": _describe("generate", e)}
     if ctx.settings.generator.require_code:
         pairs = [p for p in pairs if p.code_blocks()]
     for p in pairs:
         p.attempts.append(Attempt(n=0, code_hash=_code_hash(p)))
         ctx.store.put_pair(p)
-    return {"pending": [p.id for p in pairs], "generated": len(pairs), "attempt": 0, "tokens": _tokens(pairs)}
+    return {"pending": [p.id for p in pairs], "generated": len(pairs) + len(rejected), "attempt": 0,
+            "tokens": tokens, "rejected": rejected}
 
 
 async def validate(state: SectionState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -89,24 +113,39 @@ async def validate(state: SectionState, runtime: Runtime[Context]) -> dict[str, 
 def route_after_validate(state: SectionState, runtime: Runtime[Context]) -> Literal["repair", "finish"]:
     ctx = resolve(runtime.context)
     can = ctx.get_generator().can_repair and state.get("attempt", 0) < ctx.settings.generator.max_repairs
-    return "repair" if state.get("failing") and can else "finish"
+    return "repair" if state.get("failing") and can and not state.get("error") else "finish"
 
 
 async def repair(state: SectionState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Send each failing pair back to the generator with the compiler's output (bounded by max_repairs)."""
+    """Send each failing pair back to the generator with the compiler's output (bounded by max_repairs).
+
+    Each attempt keeps the feedback that was really sent. A repair the model botched rejects that pair with the
+    reason; an endpoint that fails for good ends the section with `error` (pairs accepted so far are kept).
+    """
     ctx = resolve(runtime.context)
+    gen = ctx.get_generator()
     attempt = state.get("attempt", 0) + 1
     pending, rejected = [], []
     tokens = dict(state.get("tokens") or {"input": 0, "output": 0})
-    for pid in state.get("failing", []):
+    failing = list(state.get("failing", []))
+    for i, pid in enumerate(failing):
         old = ctx.store.get_pair(pid)
         assert old.verdict is not None
-        new = await ctx.get_generator().repair(old, old.verdict)
+        try:
+            new = await gen.repair(old, old.verdict)
+        except Exception as e:
+            if not _section_failure(e, runtime):
+                raise
+            rejected += [{"pair_id": p, "reason": f"repair_failed: {_one_line(e)}"} for p in failing[i:]]
+            return {"pending": pending, "failing": [], "rejected": rejected, "attempt": attempt, "tokens": tokens,
+                    "error": _describe("repair", e)}
         if new is None:
-            rejected.append({"pair_id": pid, "reason": old.verdict.verdict})
+            why = getattr(gen, "last_repair_error", {}).get(pid)
+            rejected.append({"pair_id": pid, "reason": f"repair_failed: {why}" if why else old.verdict.verdict})
             continue
         new.id = old.id
-        new.attempts = [*old.attempts, Attempt(n=attempt, code_hash=_code_hash(new), feedback=old.verdict.stderr)]
+        feedback = new.meta.get("feedback", old.verdict.stderr)
+        new.attempts = [*old.attempts, Attempt(n=attempt, code_hash=_code_hash(new), feedback=feedback)]
         for k, v in _tokens([new]).items():
             tokens[k] = tokens.get(k, 0) + v
         ctx.store.put_pair(new)
@@ -144,9 +183,14 @@ async def curate(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     ctx = resolve(runtime.context)
     ids = [pid for r in state.get("results", []) for pid in r["accepted"]]
     pairs = [ctx.store.get_pair(pid) for pid in ids]
-    result = run_curator(pairs, ctx.settings, eval_prompts=_eval_prompts(ctx))
-    if inspect.isawaitable(result):  # the LLM judge makes curation async
-        result = await result
+    judge = _judge(ctx) if ctx.settings.curator.judge else None
+    try:
+        result = run_curator(pairs, ctx.settings, eval_prompts=_eval_prompts(ctx), judge=judge)
+        if inspect.isawaitable(result):  # the LLM judge makes curation async
+            result = await result
+    finally:
+        if judge is not None:
+            await judge.aclose()
     for p in result.kept:
         if not ctx.store.has_pair(p.id):  # merged hand-written pairs
             ctx.store.put_pair(p)
@@ -186,6 +230,42 @@ async def evaluate(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _section_failure(exc: BaseException, runtime: Runtime[Context]) -> bool:
+    """Should this exception end the section with an error (True) rather than propagate?
+
+    Transient errors propagate while the node's RetryPolicy still has attempts left (LangGraph retries the
+    node); after the last attempt they, like permanent LLM failures, become the section's error. Anything else
+    (a bug, a broken toolchain) propagates: that is not one section's problem.
+    """
+    from doctune.agents.llm import is_llm_failure, is_transient
+    from doctune.graph.graph import LLM_RETRY
+
+    if not is_llm_failure(exc):
+        return False
+    info = getattr(runtime, "execution_info", None)
+    attempt = getattr(info, "node_attempt", 1) or 1
+    return not (is_transient(exc) and attempt < LLM_RETRY.max_attempts)
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else "")[:300] or type(exc).__name__
+
+
+def _describe(stage: str, exc: BaseException) -> str:
+    """The section's error: stage, exception type and the first line of its message (never a key)."""
+    return f"{stage} failed: {type(exc).__name__}: {_one_line(exc)}"
+
+
+def _judge(ctx: Context) -> Any:
+    """The LLM judge, reading each pair's section text from the store (conceptual answers are checked
+    against it)."""
+    from doctune.agents.judge import Judge
+
+    store = ctx.store
+    return Judge(ctx.settings, section_text=lambda sid: store.get_section(sid).text)
 
 
 def blocks_to_check(pair: Pair) -> list[str]:

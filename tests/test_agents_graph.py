@@ -1,0 +1,128 @@
+"""The LLM agent through the whole graph (real LangGraph, real Zig, fake OpenAI server over HTTP): the repair
+edge with the compiler's own message, pre-validation rejects, and sections whose generation fails for good
+ending with an error while the run still exports the other sections' pairs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from doctune.cli.status import read_status
+from doctune.runner import run_pipeline
+from doctune.settings import load_settings
+from doctune.store import Store
+from tests.fakes import zig_answers
+from tests.fakes.openai_server import FakeOpenAI, Fault, messages_text
+from tests.reliability.harness import good_pair_responder, zig_doc
+
+pytestmark = pytest.mark.zig
+
+COMPILER_MESSAGE = re.compile(r"\S+\.zig:\d+:\d+: error: use of undeclared identifier 'missing_name'")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("verdicts") / "verdicts.sqlite"
+
+
+def _settings(srv: FakeOpenAI, cache: Path, api_key: str = "sk-test", **llm: object):
+    return load_settings(
+        llm={"base_url": srv.base_url, "api_key": api_key, "model": "fake-model", "max_retries": 0,
+             "timeout_s": 10, **llm},
+        generator={"kind": "llm", "max_continuations": 0, "concurrency": 2},
+        validator={"cache_path": str(cache)},
+    )
+
+
+def _run(doc: Path, out: Path, settings) -> object:
+    return asyncio.run(run_pipeline([str(doc)], out, settings, show_progress=False))
+
+
+def _doc(tmp: Path, n: int) -> Path:
+    doc = tmp / "doc.md"
+    doc.write_text(zig_doc(n), encoding="utf-8")
+    return doc
+
+
+def test_broken_code_is_repaired_with_the_compiler_message(tmp_path: Path, cache: Path) -> None:
+    with FakeOpenAI(zig_answers.responder, api_key="sk-test") as srv:
+        summary = _run(_doc(tmp_path, 1), tmp_path / "out", _settings(srv, cache))
+        repair_requests = [r for r in srv.chat_requests() if "failed when its code was checked" in
+                           messages_text(r.body, "user")]
+    assert summary.failed_sections == 0 and summary.accepted == 3, summary
+    assert summary.repairs == {0: 2, 1: 1}, summary  # good code + conceptual first time; broken after 1 repair
+    assert summary.tokens["input"] > 0 and summary.tokens["output"] > 0
+    rows = {json.loads(line)["messages"][0]["content"]: json.loads(line)
+            for line in (tmp_path / "out" / "pairs.jsonl").read_text().splitlines()}
+    fixed = next(r for ins, r in rows.items() if "prints" in ins and r["repairs"] == 1)
+    assert fixed["verdict"]["verdict"] == "ok" and fixed["evidence"] == "executed"
+    assert zig_answers.BROKEN_MARK not in fixed["messages"][1]["content"]
+
+    pair = Store(tmp_path / "out" / "store").get_pair(fixed["id"])
+    first, second = pair.attempts
+    assert first.verdict == "compile_error" and first.feedback is None
+    assert second.verdict == "ok" and COMPILER_MESSAGE.search(second.feedback or ""), second.feedback
+    assert len(repair_requests) == 1  # the feedback in the history is exactly what the model was sent
+    assert second.feedback in messages_text(repair_requests[0].body, "user")
+
+
+def test_prevalidation_rejects_land_in_rejected_jsonl(tmp_path: Path, cache: Path) -> None:
+    def responder(body: dict) -> object:
+        answer = good_pair_responder(body)
+        if isinstance(answer, dict):  # plus a "code" task whose answer has no code: dropped before validation
+            answer["pairs"].append({"instruction": "Write a Zig loop.", "response": "Use while.", "kind": "code"})
+        return answer
+
+    with FakeOpenAI(responder) as srv:
+        summary = _run(_doc(tmp_path, 1), tmp_path / "out", _settings(srv, cache))
+    rejected = [json.loads(line) for line in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
+    assert summary.accepted == 1 and summary.generated == 2, summary
+    assert [(r["instruction"], r["reason"]) for r in rejected] == [
+        ("Write a Zig loop.", "code task without a ```zig block")]
+    assert summary.reasons == {"code task without a ```zig block": 1}
+
+
+def _failing(broken: str, how: object):
+    def responder(body: dict) -> object:
+        if zig_answers.section_of(body) == broken:
+            return how
+        return good_pair_responder(body)
+
+    return responder
+
+
+@pytest.mark.parametrize("how", ["prose", "500"])
+def test_a_failed_section_does_not_stop_the_run(tmp_path: Path, cache: Path, how: str) -> None:
+    """Unusable answers (after the format re-ask) and a server error that outlasts every retry (client and
+    graph) both end that section with an error; the other sections are exported; status shows it failed."""
+    broken = "Durable > Example 1"
+    answer = "I am sorry, I cannot write pairs." if how == "prose" else Fault("500")
+    with FakeOpenAI(_failing(broken, answer)) as srv:
+        settings = _settings(srv, cache)
+        summary = _run(_doc(tmp_path, 2), tmp_path / "out", settings)
+        calls = sum(1 for r in srv.chat_requests() if zig_answers.section_of(r.body) == broken)
+    assert summary.status == "completed" and summary.failed_sections == 1 and summary.accepted == 1, summary
+    # prose: first answer + one re-ask with feedback; 500: the graph's RetryPolicy runs the node twice
+    assert calls == 2
+    failed = [json.loads(line) for line in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
+    assert [r["reason"] for r in failed] == ["section_failed"]
+    expected = "GenerationError: unusable answer" if how == "prose" else "Error code: 500"
+    assert failed[0]["error"].startswith("generate failed: ") and expected in failed[0]["error"], failed
+    st = asyncio.run(read_status(tmp_path / "out", settings))
+    assert (st.state, st.done, st.failed) == ("complete", 1, 1) and st.failures[0]["section_id"] == failed[0][
+        "section_id"]
+    assert len((tmp_path / "out" / "pairs.jsonl").read_text().splitlines()) == 1
+
+
+def test_refused_key_fails_every_section_cleanly(tmp_path: Path, cache: Path) -> None:
+    with FakeOpenAI(good_pair_responder, api_key="sk-right") as srv:
+        summary = _run(_doc(tmp_path, 2), tmp_path / "out", _settings(srv, cache, api_key="sk-wrong"))
+        assert len(srv.history) == 2  # permanent: neither the client nor the graph retries a 401
+    assert summary.failed_sections == 2 and summary.accepted == 0, summary
+    failed = [json.loads(line) for line in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
+    assert all("EndpointError" in r["error"] and "401" in r["error"] for r in failed), failed
+    assert "sk-wrong" not in (tmp_path / "out" / "rejected.jsonl").read_text()
