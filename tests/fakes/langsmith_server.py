@@ -4,8 +4,9 @@ Defines ``FakeLangSmith`` (stdlib ``ThreadingHTTPServer`` in a background thread
 ``Received`` (one request: method, path, lower-cased headers, the decoded body bytes and, for multipart bodies,
 the parts). Point a traced process at it with ``LANGSMITH_ENDPOINT=srv.endpoint``.
 
-Routes (all answer 200/202 with JSON, like LangSmith): ``GET /info`` (no ``zstd_compression_enabled`` flag, so
-the client sends plain multipart), ``POST /runs/multipart``, ``POST /runs/batch``, ``POST /runs``,
+Routes (all answer 200/202 with JSON, like LangSmith): ``GET /info`` (with ``zstd=True`` it announces
+``zstd_compression_enabled``, so the client sends zstd-compressed multipart, its default against the real
+service; else plain multipart), ``POST /runs/multipart``, ``POST /runs/batch``, ``POST /runs``,
 ``PATCH /runs/{id}``; any other GET/POST/PATCH answers ``{}`` and is recorded. ``gzip``/``zstd``
 Content-Encoding is decoded before recording, so ``all_text()`` is what was really sent.
 
@@ -87,7 +88,8 @@ def _multipart(content_type: str, body: bytes) -> list[tuple[str, dict[str, str]
 class FakeLangSmith:
     """Threaded LangSmith look-alike. ``with FakeLangSmith() as ls: ls.endpoint``."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, zstd: bool = False):
+        self.info = {**INFO, "instance_flags": {"zstd_compression_enabled": zstd}}
         self.requests: list[Received] = []
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer((host, port), _make_handler(self))
@@ -224,7 +226,7 @@ def _make_handler(srv: FakeLangSmith) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:  # noqa: N802
             self._receive()
             path = self.path.split("?", 1)[0].rstrip("/")
-            self._reply(200, INFO if path.endswith("/info") else {})
+            self._reply(200, srv.info if path.endswith("/info") else {})
 
         def do_POST(self) -> None:  # noqa: N802
             self._receive()
