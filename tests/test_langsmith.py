@@ -1,0 +1,61 @@
+"""LangSmith tracing of a real `doctune run` (child process: langsmith caches its env lookups) against a local
+LangSmith look-alike that records every request: the run is named and tagged, graph nodes and LLM calls appear
+as runs, and neither the LangSmith nor the OpenAI key is anywhere in what was posted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.langsmith_server import FakeLangSmith
+from tests.fakes.openai_server import FakeOpenAI
+from tests.reliability.harness import good_pair_responder, llm_env, no_traceback, run_cli, zig_doc
+
+pytestmark = pytest.mark.zig
+
+LS_KEY = "lsv2_pt_SENTINEL_LANGSMITH_KEY_7f3a9c"
+OPENAI_KEY = "sk-SENTINEL-OPENAI-KEY-51d2e8"
+
+
+@pytest.mark.parametrize("zstd", [True, False], ids=["zstd", "plain"])
+def test_run_is_traced_without_secrets(tmp_path: Path, zstd: bool) -> None:
+    doc = tmp_path / "traced.md"
+    doc.write_text(zig_doc(2, title="Traced"), encoding="utf-8")
+    out = tmp_path / "out"
+    with FakeLangSmith(zstd=zstd) as ls, FakeOpenAI(good_pair_responder, api_key=OPENAI_KEY) as srv:
+        env = llm_env(tmp_path, srv.base_url, api_key=OPENAI_KEY, LANGSMITH_TRACING="true",
+                      LANGSMITH_ENDPOINT=ls.endpoint, LANGSMITH_API_KEY=LS_KEY, LANGSMITH_PROJECT="doctune-test")
+        r = run_cli(["run", str(doc), "--out", str(out)], env, timeout=300)
+        assert r.returncode == 0 and no_traceback(r.stderr), r.stderr[-3000:]
+        run_id = json.loads((out / "run.json").read_text())["run_id"]
+        root_name = f"doctune run {run_id}"
+        # the client posts from a background thread; the runner flushes before exiting, so this is a formality
+        assert ls.wait_for(lambda: any(x.get("name") == root_name and x.get("end_time")
+                                       for x in ls.runs().values()), timeout=20)
+        runs = list(ls.runs().values())
+        bodies, everything = ls.bodies_text(), ls.all_text()
+        posted = [q for q in ls.requests if q.method in ("POST", "PATCH")]
+    assert posted and all(q.path.startswith("/runs") for q in posted), [q.path for q in posted]
+    if zstd:
+        assert any(q.headers.get("content-encoding") == "zstd" for q in posted)
+
+    root = next(x for x in runs if x.get("name") == root_name)
+    assert {"doctune", "generator:llm", "zig-0.14.0", f"run:{run_id}"} <= set(root.get("tags", [])), root.get("tags")
+    meta = root["extra"]["metadata"]
+    assert meta["run_id"] == run_id and meta["docs"] == ["traced.md"] and len(meta["settings_hash"]) == 12
+    assert meta["model"] == "fake-model" and meta["generator"] == "llm"
+
+    names = {x.get("name") for x in runs}
+    assert {"split", "section", "generate", "validate", "finish", "curate", "export"} <= names, names
+    llm_runs = [x for x in runs if x.get("name") == "llm:generate"]
+    assert len(llm_runs) == 2 and all(any(t.startswith("section:") for t in x.get("tags", [])) for x in llm_runs)
+    assert all(x["extra"]["metadata"].get("prompt_hash") for x in llm_runs)
+    # children inherit the run's tags (LangChain callbacks), so every node is findable by run id in LangSmith
+    assert all(f"run:{run_id}" in x.get("tags", []) for x in runs if x.get("name") in ("split", "generate"))
+
+    for secret in (LS_KEY, OPENAI_KEY):
+        assert secret not in bodies, f"{secret[:8]}... was posted to LangSmith"
+    assert OPENAI_KEY not in everything  # not even in a header
+    assert everything.count(LS_KEY) == sum(1 for q in ls.requests if q.headers.get("x-api-key") == LS_KEY)
