@@ -377,7 +377,15 @@ def markdown_files(paths: Iterable[Path | str]) -> list[Path]:
 def split_paths(paths: Iterable[Path | str], settings: SplitSettings | None = None) -> list[Section]:
     """Split every document under ``paths`` (files or folders); ``source`` is the path as given."""
     sections: list[Section] = []
-    for f in markdown_files(paths):
+    files = markdown_files(paths)
+    limit = (settings or SplitSettings()).max_doc_mb
+    for f in files:  # size first: a huge file is refused before reading it into memory
+        if f.is_file() and f.stat().st_size > limit * 2**20:
+            raise InputError(
+                f"{f}: {f.stat().st_size / 2**20:.1f} MB is larger than split.max_doc_mb={limit:g}; split it into "
+                "several files or raise the limit (DOCTUNE_SPLIT__MAX_DOC_MB)"
+            )
+    for f in files:
         sections.extend(split_markdown(read_markdown(f), str(f), settings))
     return sections
 

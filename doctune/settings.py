@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,7 +21,14 @@ from pydantic_settings import (
 from doctune.errors import ConfigError
 
 
-class SplitSettings(BaseModel):
+class _Part(BaseModel):
+    """Base of every settings part: an unknown key (a typo in the TOML file or a DOCTUNE_X__Y name) is an error,
+    not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class SplitSettings(_Part):
     """Splitter: Markdown/MDX -> sections."""
 
     max_depth: int = Field(3, ge=1, le=6, description="Deepest heading level that starts a section (3 = ###).")
@@ -29,9 +36,12 @@ class SplitSettings(BaseModel):
     max_chars: int = Field(
         8000, ge=500, description="Sections longer than this are split at paragraph/fence boundaries."
     )
+    max_doc_mb: float = Field(
+        20.0, gt=0, description="Largest document accepted, in MB (a bigger one is refused before it is read)."
+    )
 
 
-class LLMSettings(BaseModel):
+class LLMSettings(_Part):
     """Any OpenAI-compatible chat endpoint (hosted, vLLM, `doctune serve-llm`)."""
 
     base_url: str | None = Field(None, description="Endpoint base URL; falls back to $OPENAI_BASE_URL.")
@@ -58,7 +68,7 @@ class LLMSettings(BaseModel):
         return SecretStr(env) if env else None
 
 
-class GeneratorSettings(BaseModel):
+class GeneratorSettings(_Part):
     """QA generation: the offline doc-example generator or the LLM agent."""
 
     kind: Literal["auto", "doc-examples", "llm"] = Field(
@@ -77,7 +87,7 @@ class GeneratorSettings(BaseModel):
     concurrency: int = Field(8, ge=1, description="Sections generated concurrently.")
 
 
-class ValidatorSettings(BaseModel):
+class ValidatorSettings(_Part):
     """Compile-and-run validation of every Zig block."""
 
     executor: Literal["local", "codapi"] = Field("local", description="local = ziglang wheel in a sandbox.")
@@ -108,7 +118,7 @@ class ValidatorSettings(BaseModel):
     max_infra_retries: int = Field(3, ge=0, description="Retries of infra errors (sandbox, 429, 5xx).")
 
 
-class CuratorSettings(BaseModel):
+class CuratorSettings(_Part):
     """Dedup, decontamination and the optional LLM judge."""
 
     dedup: bool = Field(True, description="Drop exact and near-duplicate pairs.")
@@ -121,7 +131,7 @@ class CuratorSettings(BaseModel):
     extra_oversample: int = Field(1, ge=1, description="How many times to repeat extra pairs.")
 
 
-class DatasetSettings(BaseModel):
+class DatasetSettings(_Part):
     """Export: JSONL + HF DatasetDict."""
 
     test_size: float = Field(0.1, ge=0, lt=1, description="Share of sections held out for the test split.")
@@ -130,7 +140,7 @@ class DatasetSettings(BaseModel):
     hub_private: bool = Field(True, description="Push as a private dataset.")
 
 
-class CheckpointSettings(BaseModel):
+class CheckpointSettings(_Part):
     """Durable runs."""
 
     url: str | None = Field(
@@ -138,7 +148,7 @@ class CheckpointSettings(BaseModel):
     )
 
 
-class TrainSettings(BaseModel):
+class TrainSettings(_Part):
     """Trainer node (off unless enabled)."""
 
     enabled: bool = Field(False, description="Run the train and evaluate nodes after export.")
@@ -148,7 +158,7 @@ class TrainSettings(BaseModel):
     overrides: dict[str, Any] = Field(default_factory=dict, description="Per-field overrides of the preset.")
 
 
-class EvalSettings(BaseModel):
+class EvalSettings(_Part):
     """Before/after evaluation."""
 
     tasks: list[Path] = Field(default_factory=list, description="Eval task files (default: shipped set).")

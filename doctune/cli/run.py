@@ -65,7 +65,43 @@ def print_summary(s: RunSummary) -> None:
     console.print(t)
 
 
+def preflight(docs: list[str], settings: Any) -> None:
+    """Check the inputs and the LLM endpoint before anything is written: a bad doc, an unreachable endpoint or a
+    refused key ends the command with one line and leaves no run state behind (so a fixed re-run starts clean)."""
+    from doctune.agents.generator import generator_kind
+    from doctune.agents.splitter import split_paths
+
+    split_paths(docs, settings.split)
+    if generator_kind(settings) == "llm":
+        check_endpoint(settings.llm)
+
+
+def check_endpoint(llm: Any) -> None:
+    """GET {base_url}/models once: connection failures and 401/403 are fatal; any other answer is left to the
+    run (some OpenAI-compatible servers have no /models route)."""
+    import httpx
+
+    from doctune.errors import ConfigError, EndpointError
+
+    base_url = llm.resolved_base_url()
+    if not base_url:
+        raise ConfigError("llm.base_url is not set: set it in the config file or export OPENAI_BASE_URL")
+    key = llm.resolved_api_key()
+    headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
+    try:
+        resp = httpx.get(base_url.rstrip("/") + "/models", headers=headers, timeout=min(llm.timeout_s, 15.0))
+    except httpx.HTTPError as e:
+        raise EndpointError(
+            f"cannot reach the LLM endpoint {base_url} ({type(e).__name__}); check llm.base_url / OPENAI_BASE_URL"
+        ) from None
+    if resp.status_code == 401:
+        raise EndpointError(f"{base_url} refused the API key (401): set llm.api_key or OPENAI_API_KEY")
+    if resp.status_code == 403:
+        raise EndpointError(f"{base_url} denied access (403) with this API key")
+
+
 def _execute(docs: list[str], out_dir: Path, settings: Any, max_sections: int | None, as_json: bool) -> None:
+    preflight(docs, settings)
     summary = asyncio.run(run_pipeline(docs, out_dir, settings, max_sections=max_sections))
     print_summary(summary)
     if as_json:
