@@ -192,7 +192,10 @@ async def curate(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
         if judge is not None:
             await judge.aclose()
     for p in result.kept:
-        if not ctx.store.has_pair(p.id):  # merged hand-written pairs
+        if judge is not None or not ctx.store.has_pair(p.id):  # judge scores; merged hand-written pairs
+            ctx.store.put_pair(p)
+    for p, _ in result.dropped:
+        if judge is not None:  # the dropped pair's record says what the judge thought
             ctx.store.put_pair(p)
     return {
         "kept": [p.id for p in result.kept],

@@ -29,12 +29,12 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("verdicts") / "verdicts.sqlite"
 
 
-def _settings(srv: FakeOpenAI, cache: Path, api_key: str = "sk-test", **llm: object):
+def _settings(srv: FakeOpenAI, cache: Path, api_key: str = "sk-test", **extra: object):
     return load_settings(
-        llm={"base_url": srv.base_url, "api_key": api_key, "model": "fake-model", "max_retries": 0,
-             "timeout_s": 10, **llm},
+        llm={"base_url": srv.base_url, "api_key": api_key, "model": "fake-model", "max_retries": 0, "timeout_s": 10},
         generator={"kind": "llm", "max_continuations": 0, "concurrency": 2},
         validator={"cache_path": str(cache)},
+        **extra,
     )
 
 
@@ -68,6 +68,24 @@ def test_broken_code_is_repaired_with_the_compiler_message(tmp_path: Path, cache
     assert second.verdict == "ok" and COMPILER_MESSAGE.search(second.feedback or ""), second.feedback
     assert len(repair_requests) == 1  # the feedback in the history is exactly what the model was sent
     assert second.feedback in messages_text(repair_requests[0].body, "user")
+
+
+def test_judge_sees_each_pairs_section(tmp_path: Path, cache: Path) -> None:
+    def responder(body: dict) -> object:  # the judge fails the conceptual answer, passes the code
+        if "You grade training data" in messages_text(body, "user") and "conceptual answer" in messages_text(body):
+            return {"score": 30, "reason": "not supported by the documentation"}
+        return zig_answers.responder(body)
+
+    with FakeOpenAI(responder) as srv:
+        settings = _settings(srv, cache, curator={"judge": True, "judge_threshold": 70})
+        summary = _run(_doc(tmp_path, 1), tmp_path / "out", settings)
+        judged = [messages_text(r.body, "user") for r in srv.chat_requests()
+                  if "You grade training data" in messages_text(r.body, "user")]
+    assert len(judged) == 3 and all("std.debug.print, which writes formatted text" in j for j in judged)
+    assert summary.accepted == 2 and summary.reasons == {
+        "judge: score 30 < 70 (not supported by the documentation)": 1}, summary
+    kept = [json.loads(line) for line in (tmp_path / "out" / "pairs.jsonl").read_text().splitlines()]
+    assert sorted(r["judge_score"] for r in kept) == [85, 85]
 
 
 def test_prevalidation_rejects_land_in_rejected_jsonl(tmp_path: Path, cache: Path) -> None:
