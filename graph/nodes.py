@@ -130,6 +130,12 @@ async def repair(state: SectionState, runtime: Runtime[Context]) -> dict[str, An
     failing = list(state.get("failing", []))
     for i, pid in enumerate(failing):
         old = ctx.store.get_pair(pid)
+        if old.attempts and old.attempts[-1].n == attempt:
+            # Already repaired in this round by an attempt of this node that did not finish (a retried transient
+            # error, or a killed process): keep that answer, do not ask the model again.
+            tokens = {k: tokens.get(k, 0) + v for k, v in _tokens([old]).items()}
+            pending.append(pid)
+            continue
         assert old.verdict is not None
         try:
             new = await gen.repair(old, old.verdict)

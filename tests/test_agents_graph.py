@@ -70,6 +70,30 @@ def test_broken_code_is_repaired_with_the_compiler_message(tmp_path: Path, cache
     assert second.feedback in messages_text(repair_requests[0].body, "user")
 
 
+def test_retried_repair_does_not_ask_twice(tmp_path: Path, cache: Path) -> None:
+    """A 500 on the second pair's repair makes LangGraph retry the repair node: the first pair, already repaired
+    by the failed attempt, is not sent to the model again."""
+    seen: dict[str, int] = {}
+
+    def responder(body: dict) -> object:
+        user = messages_text(body, "user")
+        if "failed when its code was checked" in user:
+            which = "second" if "second" in user else "first"
+            seen[which] = seen.get(which, 0) + 1
+            if which == "second" and seen[which] == 1:
+                return Fault("500")
+            return zig_answers.repair_answer(body)
+        if "instruction/response pairs" in user:
+            return {"pairs": [{"instruction": f"The {n} Zig program that prints {v}.", "kind": "code",
+                               "response": zig_answers.zig(zig_answers.BROKEN)} for n, v in (("first", 1), ("second", 2))]}
+        return "ok"
+
+    with FakeOpenAI(responder) as srv:
+        summary = _run(_doc(tmp_path, 1), tmp_path / "out", _settings(srv, cache))
+    assert summary.failed_sections == 0 and summary.repairs == {1: 2}, summary
+    assert seen == {"first": 1, "second": 2}
+
+
 def test_judge_sees_each_pairs_section(tmp_path: Path, cache: Path) -> None:
     def responder(body: dict) -> object:  # the judge fails the conceptual answer, passes the code
         if "You grade training data" in messages_text(body, "user") and "conceptual answer" in messages_text(body):
