@@ -11,7 +11,8 @@ import pytest
 
 from tests.fakes.langsmith_server import FakeLangSmith
 from tests.fakes.openai_server import FakeOpenAI
-from tests.reliability.harness import good_pair_responder, llm_env, no_traceback, run_cli, zig_doc
+from tests.fakes import zig_answers
+from tests.reliability.harness import llm_env, no_traceback, run_cli, zig_doc
 
 pytestmark = pytest.mark.zig
 
@@ -24,7 +25,7 @@ def test_run_is_traced_without_secrets(tmp_path: Path, zstd: bool) -> None:
     doc = tmp_path / "traced.md"
     doc.write_text(zig_doc(2, title="Traced"), encoding="utf-8")
     out = tmp_path / "out"
-    with FakeLangSmith(zstd=zstd) as ls, FakeOpenAI(good_pair_responder, api_key=OPENAI_KEY) as srv:
+    with FakeLangSmith(zstd=zstd) as ls, FakeOpenAI(zig_answers.responder, api_key=OPENAI_KEY) as srv:
         env = llm_env(tmp_path, srv.base_url, api_key=OPENAI_KEY, LANGSMITH_TRACING="true",
                       LANGSMITH_ENDPOINT=ls.endpoint, LANGSMITH_API_KEY=LS_KEY, LANGSMITH_PROJECT="doctune-test")
         r = run_cli(["run", str(doc), "--out", str(out)], env, timeout=300)
@@ -52,6 +53,17 @@ def test_run_is_traced_without_secrets(tmp_path: Path, zstd: bool) -> None:
     llm_runs = [x for x in runs if x.get("name") == "llm:generate"]
     assert len(llm_runs) == 2 and all(any(t.startswith("section:") for t in x.get("tags", [])) for x in llm_runs)
     assert all(x["extra"]["metadata"].get("prompt_hash") for x in llm_runs)
+    # each section's agent calls sit in runs named after the section (zig_answers: one broken pair per section)
+    by_id = {x["id"]: x for x in runs}
+    for stage in ("generate", "repair"):
+        named = [x for x in runs if str(x.get("name", "")).startswith(f"{stage}:")]
+        assert len(named) == 2, sorted(names)
+        for x in named:
+            sid = x["name"].split(":", 1)[1]
+            assert f"section:{sid}" in x["tags"] and x["extra"]["metadata"]["section_id"] == sid
+            assert by_id[x["parent_run_id"]]["name"] == stage  # under the graph node's own run
+    repair_llm = [x for x in runs if x.get("name") == "llm:repair"]
+    assert len(repair_llm) == 2 and all(x["extra"]["metadata"]["attempt"] == 1 for x in repair_llm)
     # children inherit the run's tags (LangChain callbacks), so every node is findable by run id in LangSmith
     assert all(f"run:{run_id}" in x.get("tags", []) for x in runs if x.get("name") in ("split", "generate"))
 
