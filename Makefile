@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 STAMP := $(VENV)/.deps-stamp
 
-.PHONY: setup demo test test-fast lint sysdeps install clean
+.PHONY: setup demo test test-slow test-all lint sysdeps install clean
 
 # System packages: bubblewrap (the validator's sandbox), PostgreSQL (durable-run tests). Debian, as root.
 sysdeps:
@@ -29,11 +29,16 @@ setup: sysdeps install
 demo: setup
 	$(VENV)/bin/doctune demo
 
+# The default test run (README command 2; CI runs it first): everything but `slow` and `gpu` tests.
 test: setup
-	bash scripts/test.sh
+	bash scripts/test.sh -m "not slow and not gpu"
 
-test-fast: install
-	$(VENV)/bin/pytest -q -m "not slow"
+# Slow tests (reliability suite, CPU training/eval, fresh-venv install, serve-llm): CI runs them after `make test`.
+test-slow: setup
+	bash scripts/test.sh -m "slow and not gpu"
+
+test-all: setup
+	bash scripts/test.sh -m "not gpu"
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -23,7 +23,6 @@ from collections import defaultdict
 from pathlib import Path
 
 from doctune.agents.validator import BlockInput, Validator
-
 from doctune.executors.local import LocalExecutor
 from doctune.settings import ValidatorSettings
 from doctune.zig import zig_exe

@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-FILE_MODE = 0o666 & ~_UMASK  # what open() would give; mkstemp's 0600 would surprise users
 from collections.abc import Iterator
 from pathlib import Path
 
 from doctune.schemas import Pair, Section
+
+_UMASK = os.umask(0)  # read the process umask (the only API sets it), then put it back
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK  # what open() would give; mkstemp's 0600 would surprise users
 
 
 class Store:

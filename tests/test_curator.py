@@ -13,6 +13,7 @@ from doctune.agents.judge import Judge
 from doctune.errors import InputError
 from doctune.schemas import Pair
 from doctune.settings import load_settings
+
 from tests.fakes import zig_answers
 from tests.fakes.openai_server import FakeOpenAI, Fault, messages_text
 

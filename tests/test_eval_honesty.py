@@ -15,6 +15,7 @@ import pytest
 from doctune.evals import DEFAULT_TASKS
 from doctune.trainer.evaluate import evaluate
 from doctune.trainer.tasks import EvalTask, load_tasks
+
 from tests.fakes.openai_server import FakeOpenAI, messages_text
 
 pytestmark = pytest.mark.zig

@@ -17,6 +17,7 @@ pytestmark = [pytest.mark.train, pytest.mark.zig, pytest.mark.slow]
 
 def test_cli_eval_base_vs_tuned(tmp_path: Path) -> None:
     from doctune.trainer.api import train
+
     from tests.test_train_cpu import make_dataset
 
     res = train(make_dataset(tmp_path), tmp_path / "train", preset="cpu-smollm2", max_steps=2, show_progress=False)

@@ -9,11 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
-from doctune.agents.validator import BlockInput, Validator
 
+from doctune.agents.validator import BlockInput, Validator
 from doctune.executors.local import LocalExecutor
 from doctune.executors.sandbox import SANDBOX_UID, bwrap_path
 from doctune.settings import ValidatorSettings
+
 from tests.test_validator import ZIG_CACHE
 
 pytestmark = [

@@ -19,6 +19,7 @@ from doctune.agents.llm_generator import (
 from doctune.errors import EndpointError
 from doctune.schemas import Pair, Section, SectionStats, Verdict
 from doctune.settings import load_settings
+
 from tests.fakes import zig_answers
 from tests.fakes.openai_server import FakeOpenAI, Fault, FaultPlan, messages_text
 

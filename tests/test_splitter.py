@@ -11,8 +11,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from doctune.agents.splitter import split_markdown, split_paths, stats_table, summarize
 
+from doctune.agents.splitter import split_markdown, split_paths, stats_table, summarize
 from doctune.errors import InputError
 from doctune.settings import SplitSettings
 

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from doctune.agents.splitter import _scan, split_paths, summarize
 
+from doctune.agents.splitter import _scan, split_paths, summarize
 from doctune.settings import SplitSettings
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"

@@ -84,6 +84,7 @@ def test_unsloth_trains_on_gpu(tmp_path: Path) -> None:
         pytest.skip("needs a CUDA GPU")
     pytest.importorskip("unsloth")
     from doctune.trainer.api import train
+
     from tests.test_train_cpu import make_dataset
 
     res = train(make_dataset(tmp_path), tmp_path / "out", preset="cpu-smollm2", backend="unsloth", max_steps=3,

@@ -9,8 +9,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from doctune.agents.validator import BlockInput, Validator
 
+from doctune.agents.validator import BlockInput, Validator
 from doctune.executors.local import LocalExecutor
 from doctune.schemas import Expect, Verdict
 from doctune.settings import ValidatorSettings

@@ -7,12 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
-from doctune.agents.validator import BlockInput, Validator
 
+from doctune.agents.validator import BlockInput, Validator
 from doctune.executors.batch import batch_kind
 from doctune.executors.local import LocalExecutor
 from doctune.schemas import Expect, Verdict
 from doctune.settings import ValidatorSettings
+
 from tests.test_validator import FAILING_TEST, PANIC, PASSING_TEST, ZIG_CACHE
 
 pytestmark = pytest.mark.zig

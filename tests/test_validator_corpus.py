@@ -13,10 +13,11 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from doctune.agents.validator import BlockInput, Validator
 
+from doctune.agents.validator import BlockInput, Validator
 from doctune.executors.local import LocalExecutor
 from doctune.settings import ValidatorSettings
+
 from tests.test_validator import ZIG_CACHE
 
 pytestmark = pytest.mark.zig

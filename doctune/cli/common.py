@@ -27,7 +27,7 @@ def run_cli(app: typer.Typer) -> int:
         return 130
     except typer.Exit as e:
         return e.exit_code
-    except (typer.Abort,):
+    except typer.Abort:
         return 1
     except Exception as e:  # click usage errors
         import click
