@@ -15,6 +15,7 @@ from doctune.cli.status import read_status
 from doctune.runner import run_pipeline
 from doctune.settings import load_settings
 from doctune.store import Store
+
 from tests.fakes import zig_answers
 from tests.fakes.openai_server import FakeOpenAI, Fault, messages_text
 from tests.reliability.harness import good_pair_responder, zig_doc

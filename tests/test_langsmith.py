@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes import zig_answers
 from tests.fakes.langsmith_server import FakeLangSmith
 from tests.fakes.openai_server import FakeOpenAI
-from tests.fakes import zig_answers
 from tests.reliability.harness import llm_env, no_traceback, run_cli, zig_doc
 
 pytestmark = pytest.mark.zig

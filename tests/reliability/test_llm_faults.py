@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from doctune.schemas import Section
+
 from tests.fakes import zig_answers
 from tests.fakes.openai_server import FakeOpenAI, FaultPlan, messages_text
 from tests.reliability.conftest import bump
