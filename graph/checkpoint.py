@@ -31,6 +31,9 @@ async def open_checkpointer(url: str | None, out_dir: Path) -> AsyncIterator[Any
     path = Path(url.removeprefix("sqlite:")) if url else out_dir / "state.sqlite"
     path.parent.mkdir(parents=True, exist_ok=True)
     async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
+        # Wait for a writer instead of failing after sqlite3's 5 s default: `doctune status`, a retry or the tail
+        # of a crashed run in the same process may hold the write lock for a moment under load.
+        await saver.conn.execute("PRAGMA busy_timeout = 60000")
         yield saver
 
 

@@ -101,17 +101,23 @@ async def validate(state: SectionState, runtime: Runtime[Context]) -> dict[str, 
     per_pair: dict[int, list[Verdict]] = {}
     for i, v in zip(owners, verdicts, strict=True):
         per_pair.setdefault(i, []).append(v)
-    accepted, failing = [], []
+    accepted, failing, infra = [], [], []
     for i, p in enumerate(pairs):
         vs = per_pair.get(i, [])
-        bad = next((v for v in vs if not v.passed), None)
+        # An executor fault (after the validator's own retries) says nothing about the code: never repair it.
+        bad = next((v for v in vs if v.verdict == "infra_error"), None) or next((v for v in vs if not v.passed), None)
         p.verdict = bad or (vs[-1] if vs else None)
         p.evidence = _weakest_evidence(vs) if bad is None else "none"
         if p.attempts:
             p.attempts[-1].verdict = p.verdict.verdict if p.verdict else None
         ctx.store.put_pair(p)
-        (failing if bad is not None else accepted).append(p.id)
-    return {"accepted": accepted, "failing": failing, "pending": []}
+        if bad is None:
+            accepted.append(p.id)
+        elif bad.verdict == "infra_error":
+            infra.append({"pair_id": p.id, "reason": "infra_error"})
+        else:
+            failing.append(p.id)
+    return {"accepted": accepted, "failing": failing, "rejected": infra, "pending": []}
 
 
 def route_after_validate(state: SectionState, runtime: Runtime[Context]) -> Literal["repair", "finish"]:
@@ -179,9 +185,16 @@ async def finish(state: SectionState, runtime: Runtime[Context]) -> dict[str, An
         rejected=rejected,
         repairs=repairs,
         tokens=dict(state.get("tokens") or {"input": 0, "output": 0}),
-        error=state.get("error"),
+        error=state.get("error") or _infra_error(rejected),
     )
     return {"results": [result]}
+
+
+def _infra_error(rejected: list[dict[str, str]]) -> str | None:
+    """Pairs the executor could not validate make the section failed (not done): `doctune retry` re-runs it
+    once the sandbox / Codapi server works again."""
+    n = sum(1 for r in rejected if r["reason"] == "infra_error")
+    return f"validate failed: executor infra_error on {n} pair(s) (sandbox or Codapi unavailable)" if n else None
 
 
 # ---------------------------------------------------------------- after the fan-in

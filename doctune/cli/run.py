@@ -44,7 +44,7 @@ def _overrides(
     }
 
 
-def print_summary(s: RunSummary) -> None:
+def print_summary(s: RunSummary, out_dir: Path) -> None:
     t = Table(title=f"doctune run {s.run_id} ({s.status.replace('_', ' ')})", show_header=False)
     t.add_column(style="bold")
     t.add_column()
@@ -66,6 +66,9 @@ def print_summary(s: RunSummary) -> None:
         t.add_row("eval report", str(s.evaluation["report"]))
     t.add_row("wall time", f"{s.wall_s:.1f} s")
     console.print(t)
+    if s.failed_sections:
+        console.print(f"[yellow]warning:[/] {s.failed_sections} section(s) failed (see `doctune status "
+                      f"{out_dir}`); once the cause is fixed, `doctune retry {out_dir}` re-runs only those")
 
 
 def preflight(docs: list[str], settings: Any) -> None:
@@ -106,7 +109,7 @@ def check_endpoint(llm: Any) -> None:
 def _execute(docs: list[str], out_dir: Path, settings: Any, max_sections: int | None, as_json: bool) -> None:
     preflight(docs, settings)
     summary = asyncio.run(run_pipeline(docs, out_dir, settings, max_sections=max_sections))
-    print_summary(summary)
+    print_summary(summary, out_dir)
     if as_json:
         out.print_json(json.dumps(summary.to_json(), default=str))
 

@@ -276,7 +276,7 @@ def retry(run_dir: RunDir, section: SectionOpt = None, config: Config = None, co
     if summary is None:
         console.print("nothing to retry: every section finished without error")
         return
-    print_summary(summary)
+    print_summary(summary, run_dir)
     if as_json:
         out.print_json(json.dumps(summary.to_json(), default=str))
 

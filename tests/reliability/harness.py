@@ -133,10 +133,10 @@ def pg_database() -> Iterator[str]:
 
 def warm_up() -> None:
     """Import what status polling needs before a run starts (the first import takes seconds on a busy box)."""
-    import doctune.graph.graph  # noqa: F401
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver  # noqa: F401
 
     import doctune.cli.status  # noqa: F401
+    import doctune.graph.graph  # noqa: F401
 
 
 def status_obj(out: Path, checkpoint_url: str | None = None) -> Any:

@@ -22,9 +22,10 @@ from typing import Any
 import pytest
 
 from doctune.executors.sandbox import bwrap_path
+
 from tests.fakes.codapi_server import CodapiConfig, FakeCodapi
 from tests.reliability.conftest import HEAVY, bump
-from tests.reliability.harness import clean_env, no_traceback, run_cli, zig_doc
+from tests.reliability.harness import clean_env, no_traceback, run_cli, status_obj, zig_doc
 from tests.test_validator import ZIG_CACHE
 
 pytestmark = [
@@ -108,10 +109,19 @@ def test_codapi_down_is_infra_error_not_bad_code(codapi: FakeCodapi, tmp_path: P
 
     kept, rejected = _outcome(out)
     bump(tally, "executor_faults", blamed_code=sum(n for k, n in rejected.items() if k in BAD_CODE))
-    assert not kept and rejected == Counter(infra_error=N_SECTIONS), (kept, rejected, r.stderr[-2000:])
+    # Pairs the executor could not check are infra failures, and their sections count as failed (not done) ...
+    assert not kept and rejected == Counter(infra_error=N_SECTIONS, section_failed=N_SECTIONS), \
+        (kept, rejected, r.stderr[-2000:])
     assert len(codapi.requests) == 2 * N_SECTIONS  # each block tried, then retried once
     assert not any("infra" in row for row in _cached_verdicts(tmp_path / "verdicts.sqlite")), \
         "an infra failure was cached as the code's verdict"
+    assert status_obj(out).failed == N_SECTIONS
+    # ... so once the server is back, `doctune retry` validates them again and they are accepted.
+    codapi.force_status = []
+    again = run_cli(["retry", str(out)], clean_env(tmp_path, **_codapi_env(codapi.url, 1)), timeout=600)
+    assert again.returncode == 0 and no_traceback(again.stderr), again.stderr[-3000:]
+    kept, rejected = _outcome(out)
+    assert kept == Counter(ok=N_SECTIONS) and not rejected, (kept, rejected)
     bump(tally, "executor_faults", handled=1)
 
 
@@ -156,6 +166,8 @@ def test_sandbox_start_failure(fails: int, tmp_path: Path, tally: dict[str, Any]
         assert (tmp_path / "bwrap-fails-left").read_text().strip() == "0", "the fake sandbox was not used"
         assert kept == Counter(ok=N_SECTIONS) and not rejected, (kept, rejected, r.stderr[-2000:])
     else:
-        assert not kept and rejected == Counter(infra_error=N_SECTIONS), (kept, rejected, r.stderr[-2000:])
+        assert not kept and rejected == Counter(infra_error=N_SECTIONS, section_failed=N_SECTIONS), \
+            (kept, rejected, r.stderr[-2000:])
         assert not any("infra" in row for row in _cached_verdicts(tmp_path / "verdicts.sqlite"))
+        assert status_obj(out).failed == N_SECTIONS and "doctune retry" in r.stderr
     bump(tally, "executor_faults", handled=max(fails, 1))

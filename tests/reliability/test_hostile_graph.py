@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from doctune.executors.sandbox import SANDBOX_UID, bwrap_path
+
 from tests.reliability.conftest import bump
 from tests.reliability.harness import clean_env, no_traceback, run_cli
 from tests.test_hostile import _uid_procs, hostile_programs
