@@ -9,7 +9,7 @@ pg_start
 trap pg_stop EXIT
 export DOCTUNE_TEST_PG_URL="$PG_URL"
 set +e
-"$VENV/bin/pytest" "$@"
+"$VENV/bin/pytest" --durations=10 "$@"
 rc=$?
 set -e
 # pytest exit 5 = no tests collected: that is a failure for us.

@@ -23,6 +23,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_TALLY] = {}
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The whole suite is `slow`: it runs in one pytest session (`make test-slow`, in CI), so its one-screen
+    summary covers every area at once."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def tally(request: pytest.FixtureRequest) -> dict[str, Any]:
     """Counters for the summary: tests add to them (tally[area][key] += n)."""
