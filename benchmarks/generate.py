@@ -111,6 +111,7 @@ def _warm_imports() -> None:
     """Import what the run will import, before the clock starts (the recipe loop's imports are not timed
     either): the benchmark compares loops, not interpreter start-up."""
     import datasets  # noqa: F401
+    import datasketch  # noqa: F401  (the curator's MinHash; its import pulls in scipy, ~0.8 s)
     import langchain_openai  # noqa: F401
     import langgraph.checkpoint.sqlite.aio  # noqa: F401
 
