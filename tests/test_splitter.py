@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from doctune.agents.splitter import split_markdown, split_paths, stats_table, summarize
+from doctune.agents.split_stats import stats_table, summarize
+from doctune.agents.splitter import split_markdown, split_paths
 from doctune.errors import InputError
 from doctune.settings import SplitSettings
 

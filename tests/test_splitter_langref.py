@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from doctune.agents.splitter import _scan, split_paths, summarize
+from doctune.agents.split_stats import summarize
+from doctune.agents.splitter import _scan, split_paths
 from doctune.settings import SplitSettings
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"

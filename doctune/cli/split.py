@@ -29,7 +29,8 @@ def split(
     config: Path | None = ConfigOpt,
 ) -> None:
     """Split documents into sections at headings (never inside code fences) and write one JSON per line."""
-    from doctune.agents.splitter import split_paths, stats_table, summarize
+    from doctune.agents.split_stats import stats_table, summarize
+    from doctune.agents.splitter import split_paths
 
     settings = settings_from(
         config, split={"max_depth": max_depth, "min_chars": min_chars, "max_chars": max_chars}
