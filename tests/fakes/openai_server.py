@@ -1,7 +1,7 @@
 """A real local OpenAI-compatible HTTP server for tests and benchmarks (a fake at the process boundary).
 
-Defines ``FakeOpenAI`` (stdlib ``ThreadingHTTPServer`` in a background thread, context manager), ``Fault`` and
-``FaultPlan`` (seeded fault injection), ``Recorded`` (one entry of ``history``) and small responder helpers.
+Defines ``FakeOpenAI`` (stdlib ``ThreadingHTTPServer`` in a background thread, context manager), re-exports
+``Fault`` and ``FaultPlan`` (seeded fault injection, in ``faults.py``), ``Recorded`` (one entry of ``history``) and small responder helpers.
 
 Endpoints: ``POST /v1/chat/completions`` (non-streaming; plain text, ``tools``/``tool_choice`` function calling,
 ``response_format`` ``json_schema`` and ``json_object``) and ``GET /v1/models``. Responses carry ``usage``.
@@ -26,60 +26,17 @@ import argparse
 import hashlib
 import importlib
 import json
-import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-FAULT_KINDS = ("429", "500", "hang", "malformed", "truncated", "empty", "disconnect")
+from tests.fakes.faults import FAULT_KINDS, Fault, FaultPlan, request_key
 
-
-@dataclass(frozen=True)
-class Fault:
-    """One injected fault. ``kind`` is one of FAULT_KINDS."""
-
-    kind: str
-    retry_after_s: float = 1.0  # 429 only; sent as Retry-After (ceil seconds) and retry-after-ms
-    answer: str | dict[str, Any] | None = None  # what malformed/truncated cut up (default: the default answer)
-
-    def __post_init__(self) -> None:
-        if self.kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {self.kind!r}; expected one of {FAULT_KINDS}")
-
-
-@dataclass
-class FaultPlan:
-    """Seeded fault injection: each request faults with probability ``rate``, decided from (seed, request hash,
-    how many times this same request was seen) so the plan does not depend on arrival order.
-
-    ``max_per_request`` caps faults for identical requests (then they succeed), so bounded retries can finish.
-    """
-
-    rate: float = 0.0
-    kinds: tuple[str, ...] = ("429", "500", "malformed", "truncated", "empty")
-    seed: int = 0
-    retry_after_s: float = 1.0
-    max_per_request: int | None = None
-    _seen: dict[str, int] = field(default_factory=dict, repr=False)
-    _faulted: dict[str, int] = field(default_factory=dict, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def decide(self, body: dict[str, Any]) -> Fault | None:
-        key = request_key(body)
-        with self._lock:
-            n = self._seen.get(key, 0)
-            self._seen[key] = n + 1
-            if self.max_per_request is not None and self._faulted.get(key, 0) >= self.max_per_request:
-                return None
-            rng = random.Random(f"{self.seed}:{key}:{n}")
-            if rng.random() >= self.rate:
-                return None
-            self._faulted[key] = self._faulted.get(key, 0) + 1
-            return Fault(rng.choice(self.kinds), retry_after_s=self.retry_after_s)
+__all__ = ["FAULT_KINDS", "FakeOpenAI", "Fault", "FaultPlan", "Recorded", "messages_text", "request_key"]
 
 
 @dataclass
@@ -96,13 +53,6 @@ class Recorded:
 
 
 Responder = Callable[[dict[str, Any]], "str | dict[str, Any] | Fault"]
-
-
-def request_key(body: dict[str, Any]) -> str:
-    """Stable hash of what the model is asked (messages + model), independent of dict order."""
-    return hashlib.sha256(
-        json.dumps([body.get("model"), body.get("messages")], sort_keys=True).encode()
-    ).hexdigest()[:16]
 
 
 def messages_text(body: dict[str, Any], role: str | None = None) -> str:
