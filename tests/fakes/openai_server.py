@@ -1,7 +1,8 @@
 """A real local OpenAI-compatible HTTP server for tests and benchmarks (a fake at the process boundary).
 
 Defines ``FakeOpenAI`` (stdlib ``ThreadingHTTPServer`` in a background thread, context manager), re-exports
-``Fault`` and ``FaultPlan`` (seeded fault injection, in ``faults.py``), ``Recorded`` (one entry of ``history``) and small responder helpers.
+``Fault`` and ``FaultPlan`` (seeded fault injection, from ``faults.py``), ``Recorded`` (one entry of ``history``)
+and small responder helpers.
 
 Endpoints: ``POST /v1/chat/completions`` (non-streaming; plain text, ``tools``/``tool_choice`` function calling,
 ``response_format`` ``json_schema`` and ``json_object``) and ``GET /v1/models``. Responses carry ``usage``.
