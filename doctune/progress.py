@@ -52,9 +52,8 @@ class RunProgress:
         if n:
             self.progress.update(self.tasks["sections"], completed=n, info="(resumed)")
 
-    def on_update(self, namespace: tuple[str, ...], update: dict[str, Any]) -> None:
-        if namespace:  # inside a section subgraph
-            return
+    def on_update(self, update: dict[str, Any]) -> None:
+        """One run-level node update (LangGraph ``stream_mode="updates"``)."""
         for node, value in update.items():
             if node == "split" and value:
                 self.progress.update(self.tasks["sections"], total=len(value.get("section_ids", [])))
