@@ -31,8 +31,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.fakes.background import BackgroundHTTPServer
 
 INFO = {
     "version": "0.10.0",
@@ -85,39 +87,21 @@ def _multipart(content_type: str, body: bytes) -> list[tuple[str, dict[str, str]
     return parts
 
 
-class FakeLangSmith:
+class FakeLangSmith(BackgroundHTTPServer):
     """Threaded LangSmith look-alike. ``with FakeLangSmith() as ls: ls.endpoint``."""
+
+    thread_name = "fake-langsmith"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, zstd: bool = False):
         self.info = {**INFO, "instance_flags": {"zstd_compression_enabled": zstd}}
         self.requests: list[Received] = []
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer((host, port), _make_handler(self))
-        self._httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        self._bind(host, port, _make_handler(self))
 
     @property
     def endpoint(self) -> str:
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}"
-
-    def start(self) -> FakeLangSmith:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-langsmith", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeLangSmith:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def record(self, rec: Received) -> None:
         with self._lock:

@@ -31,10 +31,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
+from tests.fakes.background import BackgroundHTTPServer
 from tests.fakes.faults import FAULT_KINDS, Fault, FaultPlan, request_key
 
 __all__ = ["FAULT_KINDS", "FakeOpenAI", "Fault", "FaultPlan", "Recorded", "messages_text", "request_key"]
@@ -125,8 +126,10 @@ def _tokens(text: str) -> int:
     return max(1, len(text) // 4)  # rough, deterministic
 
 
-class FakeOpenAI:
+class FakeOpenAI(BackgroundHTTPServer):
     """Threaded OpenAI-compatible server. ``with FakeOpenAI(responder=...) as srv: srv.base_url``."""
+
+    thread_name = "fake-openai"
 
     def __init__(
         self,
@@ -155,9 +158,7 @@ class FakeOpenAI:
         self.max_in_flight = 0  # high-water mark of concurrent chat requests
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._httpd = ThreadingHTTPServer((host, port), _make_handler(self))
-        self._httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        self._bind(host, port, _make_handler(self))
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     @property
@@ -168,26 +169,8 @@ class FakeOpenAI:
     def base_url(self) -> str:
         return f"http://{self._httpd.server_address[0]}:{self.port}/v1"
 
-    def start(self) -> FakeOpenAI:
-        # Short poll interval: shutdown() waits for the next poll, and tests start many servers.
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-openai", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
+    def _before_stop(self) -> None:
         self._stop.set()  # releases hanging handlers
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeOpenAI:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- inspection ------------------------------------------------------------------------------------------
     def chat_requests(self) -> list[Recorded]:
