@@ -71,6 +71,18 @@ class Expect(BaseModel):
     error_contains: str | None = None
 
 
+class ZigTestCounts(BaseModel):
+    """Per-test results of a `zig test` run, as doctune's own test runner reported them (not the exit status)."""
+
+    passed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    failed_names: list[str] = Field(default_factory=list, description="Failing tests' names (first few).")
+    unfinished: str | None = Field(
+        None, description="The test that was running when the binary ended before its final report (exit, abort, signal)."
+    )
+
+
 class Verdict(BaseModel):
     """Result of validating one Zig block. ``ok`` means it did what it was expected to do (default: succeed)."""
 
@@ -85,6 +97,10 @@ class Verdict(BaseModel):
     duration_s: float = 0.0
     cached: bool = False
     executor: str = ""
+    tests: ZigTestCounts | None = Field(None, description="Per-test counts for test mode (None: no tests were run).")
+    limit: str | None = Field(
+        None, description="With verdict 'resource_limit': which limit (cpu, memory, pids, fsize, output, ...)."
+    )
 
     @property
     def passed(self) -> bool:
