@@ -276,6 +276,8 @@ class Validator:
             stderr=trim_output(stderr, TRIM_BYTES),
             duration_s=round(duration, 3),
             executor=self.executor.name,
+            tests=res.tests if mode == "test" else None,
+            limit=(res.limit or "memory") if kind == "resource_limit" else None,
         )
 
 
@@ -298,6 +300,9 @@ def result_kind(res: ExecResult, mode: ExecMode) -> VerdictKind:
         return "compile_error"
     if res.stage == "setup":
         return "unsupported"
+    if mode == "test" and res.tests is not None:
+        # Judged from the runner's report: a failed test, or a binary that ended before the final report.
+        return "test_failure"
     if res.exit_code == 1 and "error: OutOfMemory" in res.stderr:
         return "resource_limit"  # an allocation refused by our address-space limit, returned from main
     if mode == "test" and res.signal is None:
