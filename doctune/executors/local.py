@@ -2,7 +2,9 @@
 
 Every request gets a fresh temp dir (sources, output binary). The compiler uses this executor's private Zig
 cache (never the user's ~/.cache/zig), which only the compiler writes; the compiled program then runs in its own
-sandbox without the cache or the toolchain (see ``doctune.executors.sandbox``).
+sandbox without the cache or the toolchain (see ``doctune.executors.sandbox``). Each step runs in its own cgroup
+where one can be made (memory + pids), tests with doctune's runner, and its outcome is read from channels the
+code cannot write (``doctune.executors.steps``). Runs get a uid of their own from a per-executor pool.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ _INFRA_PATTERNS = re.compile(
     r"error: (?:FileNotFound|AccessDenied|Unexpected|OutOfMemory|PathAlreadyExists)\s*$",
     re.MULTILINE,
 )
+_COMPILER_OOM = re.compile(r"^error: OutOfMemory\s*$", re.MULTILINE)
 _USER_ERROR = re.compile(r"^\S[^\n]*:\d+:\d+: error: ", re.MULTILINE)
 
 
@@ -220,7 +223,10 @@ class LocalExecutor(Executor):
             step.preexec = rlimit_preexec(limits)
         result = await run_step(step, build if self.bwrap else None)
         failed = result.infra_error is None and not result.ok and not result.timed_out
-        if failed and not result.resource_limit and _looks_like_infra(result):
+        if failed and limits.address_space_mb and _COMPILER_OOM.search(result.stderr):
+            # No cgroup: the compiler's own "OutOfMemory" (trusted output) under our address-space cap.
+            result.resource_limit, result.limit = True, "memory"
+        elif failed and not result.resource_limit and _looks_like_infra(result):
             result.infra_error = "compiler failed without a source error: " + _first_line(result.stderr)
         return result
 
