@@ -48,6 +48,9 @@ _USER_ERROR = re.compile(r"^\S[^\n]*:\d+:\d+: error: ", re.MULTILINE)
 TEST_FILTER_ENV = "DOCTUNE_TESTS"  # in a run env of execute_many: which tests of the binary this run is for
 RUN_PIDS = 128  # processes + threads per run sandbox (cgroup pids.max, and RLIMIT_NPROC for its own uid)
 UID_BASE = 200000
+# One uid per concurrent sandbox (as root): RLIMIT_NPROC counts per uid, so sandboxes never share it. One pool
+# per process (all executors draw from it), offset by pid so concurrent doctune processes rarely overlap.
+_UID_POOL = list(range(UID_BASE + (os.getpid() % 256) * 256, UID_BASE + (os.getpid() % 256) * 256 + 256))
 
 
 def default_zig_cache() -> Path:
@@ -87,9 +90,7 @@ class LocalExecutor(Executor):
             cpu_s=self.compile_limits.cpu_s, address_space_mb=settings.compile_memory_mb + 1024
         )
         self.supervisor = supervisor_binary(self.toolchain / "zig", self.zig_cache) if self.bwrap else None
-        # One uid per concurrent sandbox (as root): RLIMIT_NPROC counts per uid, so sandboxes never share it.
-        base = UID_BASE + (os.getpid() % 512) * 64
-        self._uids = list(range(base, base + 64))
+        self._uids = _UID_POOL  # shared by every executor of this process
 
     @property
     def sandboxed(self) -> bool:
