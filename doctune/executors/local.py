@@ -192,7 +192,8 @@ class LocalExecutor(Executor):
             cwd=str(src),
         )
         limits = self.compile_limits if Cgroup.available() else self.compile_limits_no_cgroup
-        runner = req.mode == "test"
+        # doctune's runner is Linux code and only matters when the tests run here; other targets only build.
+        runner = req.mode == "test" and req.expect_run
 
         def build(status_fd: int, json_fd: int, extra: dict[str, str]) -> list[str]:
             cmd = self.zig_command(req, name, zig="/zig/zig", out_dir="/out", emit=emit, fast=fast)

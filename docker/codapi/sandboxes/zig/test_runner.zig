@@ -34,8 +34,11 @@ pub fn main() void {
     var passed: usize = 0;
     var failed: usize = 0;
     var skipped: usize = 0;
+    var leaks: usize = 0;
+    var selected: usize = 0;
     for (builtin.test_functions, 0..) |t, i| {
         if (!std.mem.startsWith(u8, t.name, filter)) continue;
+        selected += 1;
         record("start", i, t.name);
         std.debug.print("{d} {s}...", .{ i + 1, t.name });
         testing.allocator_instance = .{};
@@ -43,6 +46,7 @@ pub fn main() void {
         const logged_before = log_err_count;
         const result = t.func();
         const leaked = testing.allocator_instance.deinit() == .leak;
+        leaks += @intFromBool(leaked);
         if (result) |_| {
             if (leaked) {
                 failed += 1;
@@ -70,7 +74,14 @@ pub fn main() void {
             }
         }
     }
-    std.debug.print("{d} passed; {d} skipped; {d} failed.\n", .{ passed, skipped, failed });
+    // The default runner's summary lines (people and annotations read them; doctune judges by the report).
+    if (passed == selected) {
+        std.debug.print("All {d} tests passed.\n", .{passed});
+    } else {
+        std.debug.print("{d} passed; {d} skipped; {d} failed.\n", .{ passed, skipped, failed });
+    }
+    if (log_err_count != 0) std.debug.print("{d} errors were logged.\n", .{log_err_count});
+    if (leaks != 0) std.debug.print("{d} tests leaked memory.\n", .{leaks});
     var buf: [160]u8 = undefined;
     const line = std.fmt.bufPrint(&buf, "\n{s} done {d} {d} {d}\n", .{ nonce, passed, failed, skipped }) catch unreachable;
     writeAll(line);
