@@ -37,7 +37,6 @@ class ExecRequest:
     expect_run: bool = True  # False: build only (e.g. non-native target), even in run mode
     root_name: str = "main.zig"  # the root file's name: Zig names the root module (and its types) after it
     check_only: bool = False  # semantic analysis only (-fno-emit-bin), nothing runs; executors may ignore it
-    test_filter: str | None = None  # test mode: run only tests whose qualified name starts with this
 
 
 @dataclass
