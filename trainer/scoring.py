@@ -91,13 +91,13 @@ def judge(task: EvalTask, prog: Program, v: Verdict | None, nonce: str | None) -
     if not v.passed:
         return Judged(compiled=compiled, passed=False, error=_verdict_error(v))
     if task.mode == "test":
-        why = tests_problem(prog.tests, v, nonce)
+        why = report_problem(prog.tests, v, nonce)
         if why is not None:
             return Judged(compiled=True, passed=False, error=why[:400])
     return Judged(compiled=compiled, passed=True)
 
 
-def tests_problem(expected: int, v: Verdict, nonce: str | None) -> str | None:
+def report_problem(expected: int, v: Verdict, nonce: str | None) -> str | None:
     """Why a test-mode verdict does not show all ``expected`` tests passing (None: it does)."""
     t = v.tests
     if t is not None:

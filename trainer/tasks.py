@@ -199,8 +199,9 @@ def instrument_tests(code: str, nonce: str) -> tuple[str, int]:
         assert brace is not None  # _test_decls found its end
         ok = f"doctune_ok_{nonce}"
         out += [code[last : brace + 1],
-                f" var {ok} = true; errdefer {ok} = false; "
-                f'defer if ({ok}) @import("std").debug.print("\\n{marker(nonce, k)}\\n", .{{}});']
+                # defers run last-declared first: the errdefer (declared after) clears the flag before the print
+                f' var {ok} = true; defer if ({ok}) @import("std").debug.print("\\n{marker(nonce, k)}\\n", .{{}}); '
+                f"errdefer {ok} = false;"]
         last = brace + 1
     out.append(code[last:])
     return "".join(out), len(decls)
