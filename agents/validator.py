@@ -21,7 +21,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from doctune.executors.base import ExecOptions, ExecRequest, ExecResult, Executor, get_executor
 from doctune.executors.cache import VerdictCache, cache_key
-from doctune.executors.zigsrc import classify, missing_imports, needs_libc, trim_output, wrap_fragment
+from doctune.executors.zigsrc import (
+    classify,
+    errors_only_in_fn_bodies,
+    missing_imports,
+    needs_companion,
+    needs_libc,
+    trim_output,
+    wrap_fragment,
+)
 from doctune.schemas import ExecMode, Expect, RequestedMode, Verdict, VerdictKind
 from doctune.settings import ValidatorSettings
 
@@ -166,6 +174,9 @@ class Validator:
         if block.mode != "auto":
             return [ExecRequest(code=block.code, mode=block.mode, **base)], False
         kind = classify(block.code)
+        if kind != "fragment" and needs_companion(block.code):
+            # extern fns defined by a companion file the doc does not show: only an object file can be built.
+            return [ExecRequest(code=block.code, mode="obj", **base)], True
         if kind == "fragment":
             return [ExecRequest(code=wrap_fragment(block.code), mode="obj", **base)], True
         if kind == "both":
@@ -192,7 +203,36 @@ class Validator:
             if not res.ok:
                 break
         assert res is not None
+        if (
+            fragment
+            and res.stage == "compile"
+            and not res.ok
+            and await self._compiles_unreferenced(reqs[0], res, block)
+        ):
+            return Verdict(
+                verdict="unsupported",
+                mode="obj",
+                compiled_only=True,
+                stage="compile",
+                stderr="a fragment that compiles only while its declarations are unused (as the doc shows it); "
+                "analysing them fails:\n" + trim_output(res.stderr, TRIM_BYTES // 2),
+                duration_s=round(total + res.duration_s, 3),
+                executor=self.executor.name,
+            )
         return self.to_verdict(res, mode, block.expect, fragment=fragment, duration=total)
+
+    async def _compiles_unreferenced(self, req: ExecRequest, res: ExecResult, block: BlockInput) -> bool:
+        """The fragment wrapper references every declaration; Zig analyses a function's body only when it is
+        used. When every error lies in a function body and the bare fragment builds, the error comes from what
+        the wrapper forced, not from the code as the doc shows it (langref's `divide`)."""
+        if block.expect is not None and block.expect.outcome != "ok":
+            return False
+        if res.infra_error or res.resource_limit or res.timed_out:
+            return False
+        if not errors_only_in_fn_bodies(block.code, res.stderr, req.root_name):
+            return False
+        bare = await self.execute(dataclasses.replace(req, code=block.code))
+        return bare.ok
 
     async def _expected_compile_error(
         self, block: BlockInput, req: ExecRequest, fragment: bool
@@ -276,6 +316,8 @@ class Validator:
             stderr=trim_output(stderr, TRIM_BYTES),
             duration_s=round(duration, 3),
             executor=self.executor.name,
+            tests=res.tests if mode == "test" else None,
+            limit=(res.limit or "memory") if kind == "resource_limit" else None,
         )
 
 
@@ -298,6 +340,9 @@ def result_kind(res: ExecResult, mode: ExecMode) -> VerdictKind:
         return "compile_error"
     if res.stage == "setup":
         return "unsupported"
+    if mode == "test" and res.tests is not None:
+        # Judged from the runner's report: a failed test, or a binary that ended before the final report.
+        return "test_failure"
     if res.exit_code == 1 and "error: OutOfMemory" in res.stderr:
         return "resource_limit"  # an allocation refused by our address-space limit, returned from main
     if mode == "test" and res.signal is None:

@@ -1,6 +1,7 @@
 """Validator throughput: naive one-at-a-time `zig run`/`zig test` vs doctune's validator, on the same blocks.
 
     python benchmarks/validate.py [--n 64] [--jsonl ../shared/corpus/langref-examples.jsonl] [--fast-backend]
+    python benchmarks/validate.py --mixed 48   # 144 blocks, two thirds failing (compile error, wrong answer)
 
 Naive = what a script would do: for each block, write it to a file and call `zig run` / `zig test` /
 `zig build-obj`, sequentially, no verdict cache. doctune = `Validator.validate_many` with its defaults
@@ -48,6 +49,52 @@ def pick_blocks(path: Path, n: int) -> list[dict]:
     )
 
 
+def mixed_blocks(path: Path, tasks: int) -> list[dict]:
+    """A first-LLM-pass-like set: `tasks` passing langref test/program examples, each as its solution, a
+    compile-error variant and a wrong-answer variant (two thirds fail). Every block expects success."""
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    rows = [
+        r
+        for r in rows
+        if r["mode"] in ("test", "run")
+        and r["expect"]["outcome"] == "ok"
+        and not r.get("options")
+        and not r.get("files")
+        and _body_start(r["code"], r["mode"]) > 0
+    ]
+    picked = rows[:: max(1, len(rows) // tasks)][:tasks]
+    out: list[dict] = []
+    for r in picked:
+        at = _body_start(r["code"], r["mode"])
+        wrong = (
+            'try @import("std").testing.expect(1 + 1 == 3); '
+            if r["mode"] == "test"
+            else '@panic("wrong answer"); '
+        )
+        base = {"mode": r["mode"], "name": r.get("name"), "expect": {"outcome": "ok"}}
+        out.append({**base, "id": r["id"], "code": r["code"], "want": "ok"})
+        broken = r["code"][:at] + "_ = doctune_undeclared_name; " + r["code"][at:]
+        out.append({**base, "id": r["id"] + "/compile", "code": broken, "want": "compile_error"})
+        out.append(
+            {
+                **base,
+                "id": r["id"] + "/wrong",
+                "code": r["code"][:at] + wrong + r["code"][at:],
+                "want": "fail",
+            }
+        )
+    return out
+
+
+def _body_start(code: str, mode: str) -> int:
+    """Offset just after the first test's (or main's) opening brace, -1 if none."""
+    import re
+
+    pat = r'^test\s*"[^"\n]*"\s*\{' if mode == "test" else r"^pub fn main\(\)[^{\n]*\{"
+    m = re.search(pat, code, re.MULTILINE)
+    return m.end() if m else -1
+
+
 def naive(blocks: list[dict], cache: Path) -> float:
     """Sequential zig run/test/build-obj; returns seconds."""
     env = {"ZIG_GLOBAL_CACHE_DIR": str(cache), "ZIG_LOCAL_CACHE_DIR": str(cache), "PATH": "/usr/bin:/bin"}
@@ -74,12 +121,18 @@ def _zig(argv: list[str], env: dict[str, str], cwd: str) -> int:
         return -1
 
 
-async def doctune_pass(validator: Validator, blocks: list[dict]) -> tuple[float, int, list[bool | None]]:
+async def doctune_pass(
+    validator: Validator, blocks: list[dict]
+) -> tuple[float, int, list[tuple[bool | None, str]]]:
     items = [BlockInput.model_validate(b) for b in blocks]
     before = validator.executions
     t0 = time.monotonic()
     verdicts = await validator.validate_many(items)
-    return time.monotonic() - t0, validator.executions - before, [v.expected_met for v in verdicts]
+    return (
+        time.monotonic() - t0,
+        validator.executions - before,
+        [(v.expected_met, v.verdict) for v in verdicts],
+    )
 
 
 async def run_doctune(
@@ -102,11 +155,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jsonl", type=Path, default=DEFAULT_JSONL, help="Blocks (langref-examples format).")
     ap.add_argument("--n", type=int, default=64, help="Number of blocks (>= 60 for the issue's benchmark).")
     ap.add_argument("--fast-backend", action="store_true", help="doctune with -fno-llvm -fno-lld.")
+    ap.add_argument(
+        "--mixed",
+        type=int,
+        default=0,
+        metavar="TASKS",
+        help="Instead: TASKS passing examples x (solution, compile-error, wrong-answer variant).",
+    )
     args = ap.parse_args(argv)
     if not args.jsonl.is_file():
         print(f"error: {args.jsonl} not found (pass --jsonl)", file=sys.stderr)
         return 2
-    blocks = pick_blocks(args.jsonl, args.n)
+    blocks = mixed_blocks(args.jsonl, args.mixed) if args.mixed else pick_blocks(args.jsonl, args.n)
     with tempfile.TemporaryDirectory(prefix="doctune-bench-") as tmp:
         t = Path(tmp)
         print(
@@ -128,7 +188,18 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"cached  : {c_s:7.2f} s  {len(blocks) / max(c_s, 1e-6) * 60:7.0f} blocks/min  ({c_n} compiles)"
         )
-        print(f"verdicts: {sum(m is True for m in verdicts)}/{len(blocks)} match the annotated outcome")
+        if args.mixed:
+            right = sum(
+                (m is True) == (b["want"] == "ok") and (b["want"] != "compile_error" or k == "compile_error")
+                for b, (m, k) in zip(blocks, verdicts, strict=True)
+            )
+            print(
+                f"verdicts: {right}/{len(blocks)} right (solution ok, variants rejected, compile errors named)"
+            )
+        else:
+            print(
+                f"verdicts: {sum(m is True for m, _ in verdicts)}/{len(blocks)} match the annotated outcome"
+            )
     return 0
 
 

@@ -98,6 +98,12 @@ class ValidatorSettings(_Part):
     compile_timeout_s: float = Field(120.0, gt=0, description="Wall-clock limit for a compile.")
     run_timeout_s: float = Field(10.0, gt=0, description="Wall-clock limit for running a program or tests.")
     memory_mb: int = Field(4096, ge=256, description="Address-space limit for the compiled program.")
+    sandbox_memory_mb: int = Field(
+        1024, ge=64, description="Total memory of one run sandbox incl. memfd/shm (cgroup; where available)."
+    )
+    compile_memory_mb: int = Field(
+        1536, ge=256, description="Memory of one compile (cgroup; else address-space limit + 1 GiB)."
+    )
     output_limit_bytes: int = Field(65536, ge=1024, description="stdout/stderr cap per stream.")
     concurrency: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1, description="Parallel jobs.")
     cache: bool = Field(True, description="Cache verdicts by (code, mode, zig version, executor) in SQLite.")

@@ -64,6 +64,7 @@ def test_verdicts_through_codapi(codapi: FakeCodapi) -> None:
     assert got["bad"].stage == "compile"
     assert got["panic"].verdict == "runtime_error" and got["panic"].expected_met is True
     assert got["fail"].verdict == "test_failure"
+    assert got["fail"].tests is not None and got["fail"].tests.failed == 1
     assert got["loop"].verdict == "timeout"  # Codapi's 5 s run step timeout
     sent = codapi.requests[0]
     assert sent["sandbox"] == "zig" and sent["command"] in ("run", "test") and "" in sent["files"]
@@ -139,7 +140,7 @@ def test_docker_configs_match_executor_settings() -> None:
         assert cmd["entry"] == "main.zig" and body["files"] == {"": "x"}
         compile_step, run_step = cmd["steps"]
         assert compile_step["command"] == ["zig-step", zig_mode, "main.zig"] and compile_step["box"] == "zig"
-        assert run_step["command"] == ["/sandbox/main"]
+        assert run_step["command"][-1] == "/sandbox/main"
     assert box["image"] == "codapi/zig" and box["volume"] == "%s:/sandbox"
     step_script = (sandbox / "zig-step").read_text()
     assert "-femit-bin=/sandbox/main" in step_script and "--test-no-exec" in step_script
@@ -151,3 +152,26 @@ def test_docker_configs_match_executor_settings() -> None:
     assert "sha256sum -c" in dockerfile and "CODAPI_SHA256" in dockerfile
     assert "--require-hashes" in (sandbox / "Dockerfile").read_text()
     assert Path(sandbox / "requirements.txt").read_text().count("--hash=sha256:") == 1
+
+
+def test_tests_are_judged_by_the_runner_through_codapi(codapi: FakeCodapi) -> None:
+    """The box's test step judges by doctune's runner too: exit(0) after a failing test is no pass."""
+    code = (
+        'const std = @import("std");\ntest "fails" {\n    try std.testing.expect(false);\n}\n'
+        'test "exits" {\n    std.process.exit(0);\n}\n'
+    )
+    (v,) = _run_all(codapi.url, [BlockInput(id="x", code=code)])
+    assert v.verdict == "test_failure" and v.tests is not None
+    assert v.tests.failed_names == ["main.test.fails"] and v.tests.unfinished == "main.test.exits"
+    assert "doctune-tests:" not in v.stderr
+
+
+def test_box_ships_doctunes_test_runner() -> None:
+    """The Codapi box's copy of the runner is the executor's (the box cannot reach the package)."""
+    from doctune.executors.channels import TEST_RUNNER
+
+    box = CONFIG_DIR / "sandboxes" / "zig"
+    assert (box / "test_runner.zig").read_bytes() == TEST_RUNNER.read_bytes()
+    assert "--test-runner /opt/doctune/test_runner.zig" in (box / "zig-step").read_text()
+    test_cmd = json.loads((box / "commands.json").read_text())["test"]
+    assert test_cmd["steps"][1]["command"][0] == "doctune-test-run"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from doctune.agents.validator import BlockInput, Validator
-from doctune.executors.local import LocalExecutor
+from doctune.executors.local import UID_BASE, LocalExecutor
 from doctune.executors.sandbox import SANDBOX_UID, bwrap_path
 from doctune.settings import ValidatorSettings
 
@@ -30,13 +30,15 @@ def _main(body: str) -> str:
 
 
 def _uid_procs(uid: int) -> int:
+    """Processes running as `uid` or as any of the per-sandbox uids (UID_BASE and above)."""
     n = 0
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
-                n += d.stat().st_uid == uid
+                owner = d.stat().st_uid
             except OSError:
-                pass
+                continue
+            n += owner == uid or owner >= UID_BASE
     return n
 
 
@@ -60,6 +62,10 @@ def hostile_programs(secret: Path, outside: Path, port: int) -> dict[str, str]:
         "network": _main(
             f'    const addr = try std.net.Address.parseIp4("127.0.0.1", {port});\n'
             "    const s = try std.net.tcpConnectToAddress(addr);\n    s.close();\n"
+        ),
+        "fake_infra": _main(
+            '    try std.io.getStdErr().writeAll("bwrap: Can\'t create file at /etc/x: Permission denied\\n");\n'
+            "    std.process.exit(1);\n"
         ),
         "output_100mb": _main(
             "    const w = std.io.getStdOut().writer();\n    var line: [1024]u8 = undefined;\n"
@@ -102,6 +108,7 @@ def test_hostile_code_is_contained(tmp_path: Path) -> None:
     assert verdicts["read_host"] == "runtime_error"
     assert "TOP-SECRET" not in got["read_host"].stdout  # type: ignore[attr-defined]
     assert verdicts["network"] == "runtime_error"
+    assert verdicts["fake_infra"] == "runtime_error"  # its stderr mimics bwrap; the sandbox started fine
     assert verdicts["output_100mb"] == "resource_limit"
     assert len(got["output_100mb"].stdout) <= 4096 + 64  # type: ignore[attr-defined]
     assert elapsed < 300, f"hostile suite took {elapsed:.0f}s"

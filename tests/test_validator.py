@@ -154,3 +154,18 @@ def test_fast_backend_is_opt_in_and_agrees(tmp_path: Path) -> None:
     blocks = [BlockInput(id="hello", code=HELLO), BlockInput(id="fail", code=FAILING_TEST)]
     fast = run(_validate_all(make(tmp_path, fast_backend=True, cache=False), blocks))
     assert [(v.verdict, v.stage) for v in fast] == [("ok", "run"), ("test_failure", "run")]
+
+
+def test_doc_fragments_are_never_false_compile_errors(tmp_path: Path) -> None:
+    """Issue 17: langref's "Floating Point Operations" program calls extern fns defined in a companion file
+    (only an object file can be built: compiled_only ok), and "Runtime Integer Values" shows a function whose
+    body only fails when used (the wrapper forced that: unsupported, not compile_error)."""
+    companion = (
+        "const print = @import(\"std\").debug.print;\nextern fn foo_strict(x: f64) f64;\n"
+        'pub fn main() void {\n    print("strict = {}\\n", .{foo_strict(0.001)});\n}\n'
+    )
+    divide = "fn divide(a: i32, b: i32) i32 {\n    return a / b;\n}\n"
+    blocks = [BlockInput(id="c", code=companion), BlockInput(id="d", code=divide)]
+    c, d = run(_validate_all(make(tmp_path), blocks))
+    assert c.verdict == "ok" and c.compiled_only and c.mode == "obj"
+    assert d.verdict == "unsupported" and "signed integers must use @divTrunc" in d.stderr

@@ -62,6 +62,9 @@ def test_batched_verdicts_match_single_runs() -> None:
     assert key == [(v.verdict, v.expected_met, v.stage, v.exit_code, v.mode) for v in single]
     got = {b.id: v for b, v in zip(BLOCKS, batched, strict=True)}
     assert got["t_fail"].verdict == "test_failure"
+    assert got["t_fail"].tests is not None and got["t_fail"].tests.failed == 1
+    assert got["t_fail"].tests.failed_names == single[2].tests.failed_names  # type: ignore[union-attr]
+    assert got["t1"].tests is not None and got["t1"].tests.passed == 1
     assert got["t_bad"].verdict == "compile_error" and "doctune_blk" not in got["t_bad"].stderr
     assert "main.zig:3:19: error" in got["t_bad"].stderr
     assert got["p_ok"].verdict == "ok" and "main.Point{ .x = 1 }" in got["p_ok"].stderr
@@ -76,7 +79,9 @@ def test_what_is_never_batched() -> None:
     v = Validator(settings, LocalExecutor(settings, zig_cache=ZIG_CACHE))
     assert batch_kind(v, BLOCKS[0]) == "test" and batch_kind(v, BLOCKS[5]) == "run"
     assert batch_kind(v, BLOCKS[0].model_copy(update={"expect": Expect(outcome="compile_error")})) is None
-    assert batch_kind(v, BLOCKS[5].model_copy(update={"expect": Expect(stdout="x")})) is None
+    # Expected stdout is compared after renaming the batch file's module to the block's: batched.
+    assert batch_kind(v, BLOCKS[5].model_copy(update={"expect": Expect(stdout="x")})) == "run"
+    assert batch_kind(v, BLOCKS[5].model_copy(update={"expect": Expect(error_contains="x")})) is None
     assert (
         batch_kind(v, BlockInput(id="r", code="pub const std_options = .{};\npub fn main() void {}\n"))
         is None

@@ -10,7 +10,7 @@ import abc
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from doctune.schemas import ExecMode
+from doctune.schemas import ExecMode, ZigTestCounts
 
 if TYPE_CHECKING:
     from doctune.settings import ValidatorSettings
@@ -37,6 +37,7 @@ class ExecRequest:
     expect_run: bool = True  # False: build only (e.g. non-native target), even in run mode
     root_name: str = "main.zig"  # the root file's name: Zig names the root module (and its types) after it
     check_only: bool = False  # semantic analysis only (-fno-emit-bin), nothing runs; executors may ignore it
+    test_filter: str | None = None  # test mode: run only tests whose qualified name starts with this
 
 
 @dataclass
@@ -53,10 +54,18 @@ class ExecResult:
     resource_limit: bool = False  # killed by a CPU/memory/process/file-size limit
     infra_error: str | None = None  # the executor itself failed: never blame the code
     truncated: bool = False  # output was over the cap and cut
+    limit: str | None = None  # with resource_limit: which one (memory, pids, cpu, fsize, output)
+    tests: ZigTestCounts | None = None  # test mode with doctune's runner: what the runner reported
+    tests_finished: bool = False  # the runner wrote its final record (every selected test returned)
+    memory_peak_bytes: int = 0  # the sandbox cgroup's peak memory, when known
 
     @property
     def ok(self) -> bool:
-        return self.infra_error is None and not self.timed_out and self.exit_code == 0
+        if self.infra_error is not None or self.timed_out or self.resource_limit:
+            return False
+        if self.tests is not None:  # judged per test from the runner's report, never by the exit status
+            return self.tests_finished and self.tests.failed == 0 and self.tests.unfinished is None
+        return self.exit_code == 0
 
 
 class Executor(abc.ABC):

@@ -1,17 +1,20 @@
 """Validating many blocks: cache first, then shared compiles where they cannot change a verdict, the rest one
 by one; bounded concurrency (the validator's semaphore), results in input order.
 
-Two kinds of batch, each block in its own file (its own namespace):
-- **tests**: one root `test { _ = @import("doctune_blk_0.zig"); … }` and one `zig test` run;
+Two kinds of batch, each block in its own file (its own namespace), compiled once, then *run once per block*,
+each run alone in its sandbox, so no process's outcome ever decides another block's verdict:
+- **tests**: one root `test { _ = @import("doctune_blk_0.zig"); … }`, one `zig test` binary with doctune's
+  runner; block k's run executes only tests named `doctune_blk_k.*` (DOCTUNE_TESTS) and is judged from the
+  runner's report;
 - **programs**: one binary whose `main` dispatches on $DOCTUNE_PROG to block k's `main` (with std.start's
-  return/error handling); it is compiled once and then *run once per program*, each run alone in its sandbox,
-  so exit codes, panics, stdout and timeouts stay per block.
+  return/error handling), so exit codes, panics, stdout and timeouts stay per block.
 Only blocks whose verdict cannot depend on batching qualify (`batchable`): no sibling files or build options,
-no libc, nothing that behaves differently outside the root module (`@import("root")`, `std_options`, a
-`panic` handler, exports, `@src`, `@typeName`, the environment), no expected compile error, no expected
-stdout or message (output names the batch file instead of `main`). If a batch does not compile, or a test
-batch fails, the blocks its output names are validated alone and the others re-batched once; any doubt left →
-every block alone. Failures in test batches always come from a single run (with the block's file:line:col).
+no libc, no file imports, nothing that behaves differently outside the root module (`@import("root")`,
+`std_options`, a `panic` handler, exports, `@src`, `@typeName`, the environment), no expected compile error or
+message. Output names the batch file; it is renamed to the block's (`doctune_prog_3.` → `main.`) before
+stdout is compared. If a batch does not compile, errors located in a block's own file make that block's
+`compile_error` verdict (one compile finds them all); blocks only mentioned in other errors are judged alone;
+the rest compile together again.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from typing import TYPE_CHECKING
 from doctune.executors.base import ExecRequest, ExecResult
 from doctune.executors.zigsrc import classify, missing_imports, needs_libc, strip_comments_and_strings
 from doctune.schemas import Verdict
+
+TEST_FILTER_ENV = "DOCTUNE_TESTS"  # doctune's test runner runs only tests whose name starts with this
 
 if TYPE_CHECKING:
     from doctune.agents.validator import BlockInput, Validator
@@ -82,7 +87,7 @@ def batch_kind(validator: Validator, block: BlockInput) -> str | None:
     if block.files or block.options != type(block.options)() or block.mode not in ("auto", "test", "run"):
         return None
     code, exp = block.code, block.expect
-    if exp is not None and (exp.stdout is not None or exp.error_contains or exp.outcome == "compile_error"):
+    if exp is not None and (exp.error_contains or exp.outcome == "compile_error"):
         return None
     if (
         needs_libc(code)
@@ -92,7 +97,7 @@ def batch_kind(validator: Validator, block: BlockInput) -> str | None:
         return None
     kind = classify(code)
     if kind == "test" and block.mode in ("auto", "test") and s.batch_tests:
-        return "test" if exp is None or exp.outcome == "ok" else None
+        return "test" if exp is None or exp.stdout is None else None
     if kind == "run" and block.mode in ("auto", "run") and s.batch_programs:
         return "run"
     return None
@@ -144,29 +149,6 @@ def _named(output: str, prefix: str, n: int) -> set[int]:
     return {k for k in (int(m.group(1)) for m in re.finditer(rf"\b{prefix}(\d+)\b", output)) if k < n}
 
 
-async def _isolate(
-    validator: Validator,
-    items: Sequence[BlockInput],
-    ids: list[int],
-    named: set[int],
-    single: Single,
-    finish: Finish,
-    runner: Callable[..., Awaitable[None]],
-    retry: bool,
-) -> None:
-    """After a failed batch: the named blocks alone, the rest re-batched once (or alone when in doubt)."""
-    if not named or not retry:
-        await asyncio.gather(*(single(i) for i in ids))
-        return
-    rest = [i for k, i in enumerate(ids) if k not in named]
-    jobs = [single(ids[k]) for k in sorted(named)]
-    if len(rest) > 1:
-        jobs.append(runner(validator, items, rest, single, finish, False))
-    else:
-        jobs += [single(i) for i in rest]
-    await asyncio.gather(*jobs)
-
-
 async def _run_test_batch(
     validator: Validator,
     items: Sequence[BlockInput],
@@ -175,21 +157,93 @@ async def _run_test_batch(
     finish: Finish,
     retry: bool,
 ) -> None:
+    """One compile of every block's tests; then each block's tests run alone, selected by name prefix."""
     files = tuple((f"doctune_blk_{k}.zig", items[i].code) for k, i in enumerate(ids))
     root = "test {\n" + "".join(f'    _ = @import("doctune_blk_{k}.zig");\n' for k in range(len(ids))) + "}\n"
-    res = await validator.execute(
-        ExecRequest(code=root, mode="test", files=files, root_name="doctune_batch.zig")
-    )
+    req = ExecRequest(code=root, mode="test", files=files, root_name="doctune_batch.zig")
+    envs = [{TEST_FILTER_ENV: f"doctune_blk_{k}."} for k in range(len(ids))]
+    compiled, runs = await validator.execute_many(req, envs)
     validator.batches += 1
-    if res.ok:
-        share = round(res.duration_s / len(ids), 3)
-        for i in ids:
-            met = True if items[i].expect is not None else None
-            finish(i, _verdict(validator, "ok", "test", res, share, met))
+    if not compiled.ok or len(runs) != len(ids):
+        await _after_failed_compile(validator, items, ids, compiled, "doctune_blk_", single, finish, retry)
         return
-    doubt = res.infra_error or res.timed_out or res.resource_limit
-    named = set() if doubt else _named(res.stderr + res.stdout, "doctune_blk_", len(ids))
-    await _isolate(validator, items, ids, named, single, finish, _run_test_batch, retry)
+    share = compiled.duration_s / len(ids)
+    for k, (i, run) in enumerate(zip(ids, runs, strict=True)):
+        if run.infra_error is not None or run.tests is None:
+            await single(i)  # the sandbox failed for this run: judge it alone (with its own retries)
+            continue
+        _rename(run, f"doctune_blk_{k}", items[i].name)
+        finish(
+            i,
+            validator.to_verdict(
+                run, "test", items[i].expect, fragment=False, duration=run.duration_s + share
+            ),
+        )
+
+
+async def _after_failed_compile(
+    validator: Validator,
+    items: Sequence[BlockInput],
+    ids: list[int],
+    compiled: ExecResult,
+    prefix: str,
+    single: Single,
+    finish: Finish,
+    retry: bool,
+) -> None:
+    """A batch that did not compile: blocks whose own file has an error are compile errors (no cross-file
+    imports are batched, so an error located in a block's file is that block's); blocks only mentioned in
+    other errors are judged alone; the rest are re-batched once."""
+    runner = _run_test_batch if prefix == "doctune_blk_" else _run_program_batch
+    if compiled.infra_error or compiled.timed_out or compiled.resource_limit or compiled.stage != "compile":
+        await asyncio.gather(*(single(i) for i in ids))
+        return
+    own, mentioned = errors_by_file(compiled.stderr, prefix, len(ids))
+    mode = "test" if prefix == "doctune_blk_" else "run"
+    share = compiled.duration_s / len(ids)
+    for k, text in own.items():
+        i = ids[k]
+        res = ExecResult("compile", compiled.exit_code, "", text, compiled.duration_s)
+        _rename(res, f"{prefix}{k}", items[i].name)
+        finish(i, validator.to_verdict(res, mode, items[i].expect, fragment=False, duration=share))  # type: ignore[arg-type]
+    doubt = [ids[k] for k in sorted(mentioned) if k not in own]
+    rest = [i for k, i in enumerate(ids) if k not in own and i not in doubt]
+    jobs = [single(i) for i in doubt]
+    # Progress made (errors attributed): the rest compile together again; no progress: only once more.
+    if len(rest) > 1 and (own or (doubt and retry)):
+        jobs.append(runner(validator, items, rest, single, finish, retry))
+    else:
+        jobs += [single(i) for i in rest]
+    await asyncio.gather(*jobs)
+
+
+def errors_by_file(stderr: str, prefix: str, n: int) -> tuple[dict[int, str], set[int]]:
+    """Compiler output cut at each `file:line:col: error:` line: errors located in `<prefix>k.zig` (k → text),
+    and the blocks only mentioned inside other errors' text."""
+    own: dict[int, list[str]] = {}
+    mentioned: set[int] = set()
+    chunks = re.split(r"(?m)^(?=\S[^\n]*:\d+:\d+: error: )", stderr)
+    for chunk in chunks:
+        m = re.match(rf"{re.escape(prefix)}(\d+)\.zig:\d+:\d+: error: ", chunk)
+        if m and int(m.group(1)) < n:
+            own.setdefault(int(m.group(1)), []).append(chunk)
+        elif re.match(r"\S[^\n]*:\d+:\d+: error: ", chunk):
+            mentioned |= _named(chunk, prefix, n)
+    return {k: "".join(v) for k, v in own.items()}, mentioned
+
+
+def _rename(res: ExecResult, stem_from: str, name: str | None) -> None:
+    """Output names the batch file (`doctune_blk_3.zig`, test `doctune_blk_3.test.x`): name the block's."""
+    stem = (name or "main.zig").removesuffix(".zig")
+    for attr in ("stdout", "stderr"):
+        text = (
+            getattr(res, attr).replace(f"{stem_from}.zig", f"{stem}.zig").replace(f"{stem_from}.", f"{stem}.")
+        )
+        setattr(res, attr, text)
+    if res.tests is not None:
+        res.tests.failed_names = [t.replace(f"{stem_from}.", f"{stem}.") for t in res.tests.failed_names]
+        if res.tests.unfinished:
+            res.tests.unfinished = res.tests.unfinished.replace(f"{stem_from}.", f"{stem}.")
 
 
 async def _run_program_batch(
@@ -207,36 +261,13 @@ async def _run_program_batch(
     compiled, runs = await validator.execute_many(req, [{ENV_VAR: str(k)} for k in range(len(ids))])
     validator.batches += 1
     if not compiled.ok or len(runs) != len(ids):
-        named = (
-            set()
-            if compiled.infra_error or compiled.timed_out
-            else _named(compiled.stderr, "doctune_prog_", len(ids))
-        )
-        await _isolate(validator, items, ids, named, single, finish, _run_program_batch, retry)
+        await _after_failed_compile(validator, items, ids, compiled, "doctune_prog_", single, finish, retry)
         return
     share = compiled.duration_s / len(ids)
     for k, (i, run) in enumerate(zip(ids, runs, strict=True)):
         if run.infra_error is not None:
             await single(i)  # the sandbox failed for this run: judge it alone (with its own retries)
             continue
-        stem = (items[i].name or "main.zig").removesuffix(".zig")
-        run.stdout = run.stdout.replace(f"doctune_prog_{k}.", f"{stem}.")
-        run.stderr = run.stderr.replace(f"doctune_prog_{k}.zig", f"{stem}.zig").replace(
-            f"doctune_prog_{k}.", f"{stem}."
-        )
+        _rename(run, f"doctune_prog_{k}", items[i].name)
         v = validator.to_verdict(run, "run", items[i].expect, fragment=False, duration=run.duration_s + share)
         finish(i, v)
-
-
-def _verdict(
-    validator: Validator, kind: str, mode: str, res: ExecResult, share: float, met: bool | None
-) -> Verdict:
-    return Verdict(
-        verdict=kind,  # type: ignore[arg-type]
-        expected_met=met,
-        mode=mode,  # type: ignore[arg-type]
-        stage="run",
-        exit_code=0,
-        duration_s=share,
-        executor=validator.executor.name,
-    )

@@ -14,12 +14,14 @@ without tests type-checks it), and requests with build options or a non-native t
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 
 import httpx
 
 from doctune.executors.base import ExecOptions, ExecRequest, ExecResult, Executor
+from doctune.schemas import ZigTestCounts
 from doctune.settings import ValidatorSettings
 
 _EXIT = re.compile(r"\s*\((?:exit status (?P<code>-?\d+)|signal: (?P<sig>[^)]*))\)\s*$")
@@ -113,17 +115,44 @@ class CodapiExecutor(Executor):
             return _infra(f"Codapi HTTP {resp.status_code}: {msg}", t0)
         duration = float(data.get("duration") or 0) / 1000.0 or (time.monotonic() - t0)
         stdout, stderr = str(data.get("stdout") or ""), str(data.get("stderr") or "")
+        stderr, tests, finished = _tests_line(stderr) if req.mode == "test" else (stderr, None, False)
         if data.get("ok"):
-            return _result("run", 0, stdout, stderr, duration)
+            res = _result("run", 0, stdout, stderr, duration)
+            res.tests, res.tests_finished = tests, finished
+            return res
         if stderr.strip() == _TIMEOUT:
             res = _result("run", None, stdout, stderr, duration)
             res.timed_out = True
             return res
-        return _failure(stdout, stderr, duration)
+        res = _failure(stdout, stderr, duration)
+        if tests is not None and res.stage == "run":
+            res.tests, res.tests_finished = tests, finished
+        return res
 
     async def aclose(self) -> None:
         if self._own_client:
             await self._client.aclose()
+
+
+_TESTS_LINE = re.compile(r"\n?doctune-tests: (\{[^\n]*\})\s*(?=\((?:exit status|signal:)[^)]*\)\s*$|$)")
+
+
+def _tests_line(stderr: str) -> tuple[str, ZigTestCounts | None, bool]:
+    """The box's test step (docker/codapi/sandboxes/zig/doctune-test-run) ends stderr with the runner's
+    counts; its exit status, which Codapi reports, was decided by the runner's report alone."""
+    found = list(_TESTS_LINE.finditer(stderr))
+    m = found[-1] if found else None
+    if m is None:
+        return stderr, None, False
+    try:
+        data = json.loads(m.group(1))
+        counts = ZigTestCounts.model_validate(
+            {k: data.get(k) for k in ("passed", "failed", "skipped")}
+            | {"failed_names": data.get("failed_names") or [], "unfinished": data.get("unfinished")}
+        )
+    except ValueError:
+        return stderr, None, False
+    return stderr[: m.start()] + stderr[m.end() :], counts, bool(data.get("finished"))
 
 
 def body_command(ex: CodapiExecutor, req: ExecRequest) -> str:

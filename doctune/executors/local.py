@@ -7,6 +7,7 @@ sandbox without the cache or the toolchain (see ``doctune.executors.sandbox``).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -15,20 +16,35 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from doctune.executors.base import ExecRequest, ExecResult, Executor
-from doctune.executors.proc import ProcResult, run_process
-from doctune.executors.sandbox import Limits, compile_argv, resolve_sandbox, rlimit_preexec, run_argv
+from doctune.executors.cgroups import Cgroup
+from doctune.executors.channels import TEST_RUNNER, supervisor_binary
+from doctune.executors.sandbox import (
+    SANDBOX_UID,
+    Limits,
+    Watch,
+    compile_argv,
+    resolve_sandbox,
+    rlimit_preexec,
+    run_argv,
+)
+from doctune.executors.steps import Step, run_step
 from doctune.settings import ValidatorSettings
 from doctune.zig import zig_dir, zig_version
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\- ]*\.zig$")
 # Compiler output that means the toolchain/cache failed, not the code (seen under parallel compiles).
 _INFRA_PATTERNS = re.compile(
-    r"^bwrap: |unable to (?:load|open|create|write|rename|spawn|make path|check cache)|"
+    r"unable to (?:load|open|create|write|rename|spawn|make path|check cache)|"
     r"ProcessFdQuotaExceeded|SystemResources|FileBusy|failed to spawn|LLVM ERROR|"
     r"error: (?:FileNotFound|AccessDenied|Unexpected|OutOfMemory|PathAlreadyExists)\s*$",
     re.MULTILINE,
 )
 _USER_ERROR = re.compile(r"^\S[^\n]*:\d+:\d+: error: ", re.MULTILINE)
+
+
+TEST_FILTER_ENV = "DOCTUNE_TESTS"  # in a run env of execute_many: which tests of the binary this run is for
+RUN_PIDS = 128  # processes + threads per run sandbox (cgroup pids.max, and RLIMIT_NPROC for its own uid)
+UID_BASE = 200000
 
 
 def default_zig_cache() -> Path:
@@ -56,9 +72,21 @@ class LocalExecutor(Executor):
         self.limits = Limits(
             cpu_s=max(1, int(settings.run_timeout_s) + 1),
             address_space_mb=settings.memory_mb,
-            nproc=128,
+            nproc=RUN_PIDS,
             fsize_mb=16,
+            # Without a cgroup, open files x file size is what bounds memfd memory (64 x 16 MiB).
+            nofile=256 if Cgroup.available() else 64,
         )
+        # The compiler is trusted but the comptime code it evaluates is not: CPU seconds always, and an
+        # address-space cap where no cgroup bounds its memory.
+        self.compile_limits = Limits(cpu_s=int(settings.compile_timeout_s * 2) + 1)
+        self.compile_limits_no_cgroup = Limits(
+            cpu_s=self.compile_limits.cpu_s, address_space_mb=settings.compile_memory_mb + 1024
+        )
+        self.supervisor = supervisor_binary(self.toolchain / "zig", self.zig_cache) if self.bwrap else None
+        # One uid per concurrent sandbox (as root): RLIMIT_NPROC counts per uid, so sandboxes never share it.
+        base = UID_BASE + (os.getpid() % 512) * 64
+        self._uids = list(range(base, base + 64))
 
     @property
     def sandboxed(self) -> bool:
@@ -72,7 +100,9 @@ class LocalExecutor(Executor):
             flags,
             f"mem{self.settings.memory_mb}",
             f"t{self.settings.run_timeout_s}",
+            f"sbx{self.settings.sandbox_memory_mb}-cc{self.settings.compile_memory_mb}",
             "bwrap" if self.bwrap else "unsandboxed",
+            "runner-" + hashlib.sha256(TEST_RUNNER.read_bytes()).hexdigest()[:12],
         )
 
     async def execute(self, req: ExecRequest) -> ExecResult:
@@ -123,19 +153,7 @@ class LocalExecutor(Executor):
             compiled = await self._compile(req, name, src, out, emit=emit, fast=fast)
             if compiled.infra_error or not compiled.ok or not emit or req.mode == "obj" or not req.expect_run:
                 return compiled, []
-            return compiled, [await self._run_confirmed(out / "prog", env) for env in run_envs]
-
-    async def _run_confirmed(self, binary: Path, env: dict[str, str]) -> ExecResult:
-        """Run; a failure is run once more (milliseconds), and one that does not reproduce is not blamed on the
-        code: under parallel load spurious failures happen (the corpus notes some), real ones repeat."""
-        first = await self._run(binary, env)
-        if first.ok or first.timed_out or first.resource_limit or first.infra_error:
-            return first
-        if (await self._run(binary, env)).ok:
-            first.infra_error = (
-                "run failed, then passed when repeated: not reproducible (host load or flaky code)"
-            )
-        return first
+            return compiled, [await self._run(out / "prog", env, req.mode) for env in run_envs]
 
     def zig_command(
         self, req: ExecRequest, name: str, *, zig: str, out_dir: str, emit: bool, fast: bool = False
@@ -161,72 +179,90 @@ class LocalExecutor(Executor):
     async def _compile(
         self, req: ExecRequest, name: str, src: Path, out: Path, *, emit: bool, fast: bool
     ) -> ExecResult:
-        timeout = self.settings.compile_timeout_s
-        cap = self.settings.output_limit_bytes
-        if self.bwrap:
+        step = Step(
+            "compile",
+            timeout_s=self.settings.compile_timeout_s,
+            cap=self.settings.output_limit_bytes,
+            memory_bytes=self.settings.compile_memory_mb << 20,
+            pids=4096,
+            cwd=str(src),
+        )
+        limits = self.compile_limits if Cgroup.available() else self.compile_limits_no_cgroup
+        runner = req.mode == "test"
+
+        def build(status_fd: int, json_fd: int, extra: dict[str, str]) -> list[str]:
             cmd = self.zig_command(req, name, zig="/zig/zig", out_dir="/out", emit=emit, fast=fast)
-            argv = compile_argv(
-                self.bwrap, cmd, src=src, out=out, toolchain=self.toolchain, cache=self.zig_cache
+            if runner:
+                cmd += ["--test-runner", "/doctune/test_runner.zig"]
+            return compile_argv(
+                self.bwrap,  # type: ignore[arg-type]
+                cmd,
+                src=src,
+                out=out,
+                toolchain=self.toolchain,
+                cache=self.zig_cache,
+                watch=Watch(self.supervisor, status_fd, json_fd),  # type: ignore[arg-type]
+                limits=limits,
+                extra_ro=((TEST_RUNNER, "/doctune/test_runner.zig"),),
             )
-            res = await run_process(argv, timeout_s=timeout, cap=cap)
-        else:
-            cmd = self.zig_command(
-                req, name, zig=str(self.toolchain / "zig"), out_dir=str(out), emit=emit, fast=fast
-            )
-            env = {
-                **os.environ,
+
+        if not self.bwrap:
+            zig = str(self.toolchain / "zig")
+            cmd = self.zig_command(req, name, zig=zig, out_dir=str(out), emit=emit, fast=fast)
+            step.sandboxed = False
+            step.argv = cmd + (["--test-runner", str(TEST_RUNNER)] if runner else [])
+            step.env = {
+                "PATH": "/usr/bin:/bin",
+                "HOME": str(self.zig_cache),
                 "ZIG_GLOBAL_CACHE_DIR": str(self.zig_cache),
                 "ZIG_LOCAL_CACHE_DIR": str(self.zig_cache),
             }
-            res = await run_process(cmd, timeout_s=timeout, cap=cap, env=env, cwd=str(src))
-        result = _to_result("compile", res)
-        if result.infra_error is None and not result.ok and not result.timed_out and _looks_like_infra(res):
-            result.infra_error = "compiler failed without a source error: " + _first_line(res.stderr)
+            step.preexec = rlimit_preexec(limits)
+        result = await run_step(step, build if self.bwrap else None)
+        failed = result.infra_error is None and not result.ok and not result.timed_out
+        if failed and not result.resource_limit and _looks_like_infra(result):
+            result.infra_error = "compiler failed without a source error: " + _first_line(result.stderr)
         return result
 
-    async def _run(self, binary: Path, env: dict[str, str]) -> ExecResult:
-        timeout = self.settings.run_timeout_s
-        cap = self.settings.output_limit_bytes
-        if self.bwrap:
-            argv = run_argv(self.bwrap, binary, [], limits=self.limits, env=env)
-            res = await run_process(argv, timeout_s=timeout, cap=cap, kill_after=self.kill_after)
-        else:
+    async def _run(self, binary: Path, env: dict[str, str], mode: str) -> ExecResult:
+        env = dict(env)
+        step = Step(
+            "run",
+            timeout_s=self.settings.run_timeout_s,
+            cap=self.settings.output_limit_bytes,
+            kill_after=self.kill_after,
+            memory_bytes=self.settings.sandbox_memory_mb << 20,
+            pids=RUN_PIDS + 8,  # + bwrap, its init and the supervisor
+            report=mode == "test",
+            test_filter=env.pop(TEST_FILTER_ENV, ""),
+        )
+        uid = self._uids.pop() if self._uids else SANDBOX_UID
+        try:
+            if self.bwrap:
+
+                def build(status_fd: int, json_fd: int, extra: dict[str, str]) -> list[str]:
+                    return run_argv(
+                        self.bwrap,  # type: ignore[arg-type]
+                        binary,
+                        [],
+                        limits=self.limits,
+                        watch=Watch(self.supervisor, status_fd, json_fd),  # type: ignore[arg-type]
+                        uid=uid,
+                        env={**env, **extra},
+                    )
+
+                return await run_step(step, build)
             work = Path(tempfile.mkdtemp(prefix="doctune-run-", dir=binary.parent))
             prog = work / "prog"
             shutil.copy2(binary, prog)
-            res = await run_process(
-                [str(prog)],
-                timeout_s=timeout,
-                cap=cap,
-                kill_after=self.kill_after,
-                cwd=str(work),
-                env={**os.environ, **env},
-                preexec_fn=rlimit_preexec(self.limits),
-            )
-        result = _to_result("run", res)
-        if self.bwrap and res.returncode == 1 and res.stderr.startswith("bwrap: "):
-            result.infra_error = "sandbox failed to start: " + _first_line(res.stderr)
-        elif res.signal == 9 and not res.timed_out and not res.output_exceeded:
-            # We only SIGKILL on timeout/output; the CPU limit ends a program with SIGXCPU first.
-            result.infra_error = "program killed by SIGKILL from outside the sandbox (host out of memory?)"
-        return result
-
-
-def _to_result(stage: str, res: ProcResult) -> ExecResult:
-    sig = res.signal
-    return ExecResult(
-        stage=stage,
-        exit_code=res.returncode,
-        stdout=res.stdout,
-        stderr=res.stderr,
-        duration_s=res.duration_s,
-        timed_out=res.timed_out,
-        signal=sig,
-        # SIGXCPU / SIGXFSZ come from rlimits; runaway output is a limit of ours.
-        resource_limit=res.output_exceeded or sig in (24, 25),
-        infra_error=res.start_error,
-        truncated=res.truncated,
-    )
+            step.sandboxed, step.argv, step.cwd = False, [str(prog)], str(work)
+            # Built from scratch: the host's environment (API keys, tokens) never reaches the program.
+            step.env = {"PATH": "/usr/bin:/bin", "HOME": str(work), "LANG": "C.UTF-8", **env}
+            step.preexec = rlimit_preexec(self.limits)
+            return await run_step(step, None)
+        finally:
+            if uid != SANDBOX_UID:
+                self._uids.append(uid)
 
 
 _FAST_UNSUPPORTED = re.compile(r"\basm\b|\bextern\b|\.\.\.\s*\)|callconv|@cImport|test_functions")
@@ -240,9 +276,9 @@ def _fast_backend_ok(req: ExecRequest) -> bool:
     return not any(_FAST_UNSUPPORTED.search(code) for code in (req.code, *(c for _, c in req.files)))
 
 
-def _looks_like_infra(res: ProcResult) -> bool:
-    if res.returncode is not None and res.returncode < 0:
-        return True  # the compiler itself crashed or was killed
+def _looks_like_infra(res: ExecResult) -> bool:
+    if res.signal is not None:
+        return True  # the compiler itself crashed or was killed (limits were attributed before)
     if _USER_ERROR.search(res.stderr):
         return False
     return bool(_INFRA_PATTERNS.search(res.stderr))

@@ -14,7 +14,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -29,6 +29,7 @@ class ProcResult:
     output_exceeded: bool = False
     truncated: bool = False
     start_error: str | None = None
+    channels: dict[str, bytes] = field(default_factory=dict)  # what arrived on each side-channel pipe
 
     @property
     def signal(self) -> int | None:
@@ -68,10 +69,34 @@ async def run_process(
     env: dict[str, str] | None = None,
     cwd: str | None = None,
     preexec_fn: Callable[[], None] | None = None,
+    channels: Sequence[Channel] = (),
 ) -> ProcResult:
-    """Run `argv`; never raises for the child's behaviour (start failures come back in `start_error`)."""
+    """Run `argv`; never raises for the child's behaviour (start failures come back in `start_error`).
+
+    `channels`: side-channel pipes whose write ends the child inherits (the fd numbers are already in
+    `argv`/`env`); their read ends are drained while the child runs and returned in `ProcResult.channels`.
+    """
     kill_after = kill_after if kill_after is not None else 16 * cap
     t0 = time.monotonic()
+    try:
+        res = await _run(argv, timeout_s, cap, kill_after, env, cwd, preexec_fn, channels, t0)
+    finally:
+        for ch in channels:
+            ch.close()
+    return res
+
+
+async def _run(
+    argv: Sequence[str],
+    timeout_s: float,
+    cap: int,
+    kill_after: int,
+    env: dict[str, str] | None,
+    cwd: str | None,
+    preexec_fn: Callable[[], None] | None,
+    channels: Sequence[Channel],
+    t0: float,
+) -> ProcResult:
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -82,6 +107,7 @@ async def run_process(
             env=env,
             cwd=cwd,
             preexec_fn=preexec_fn,
+            pass_fds=tuple(ch.write_fd for ch in channels),
         )
     except OSError as e:
         return ProcResult(None, "", "", time.monotonic() - t0, start_error=f"cannot start {argv[0]}: {e}")
@@ -97,7 +123,16 @@ async def run_process(
                 _killpg(proc.pid)
 
     assert proc.stdout is not None and proc.stderr is not None
-    pumps = asyncio.gather(pump(proc.stdout, out), pump(proc.stderr, err))
+    for ch in channels:
+        ch.close_write()  # only the child holds the write end now: EOF when it (and its heirs) are gone
+    side = [_Sink(ch.cap) for ch in channels]
+    opened = [await _reader(ch.read_fd) for ch in channels]
+    readers = [r for r, _ in opened]
+    pumps = asyncio.gather(
+        pump(proc.stdout, out),
+        pump(proc.stderr, err),
+        *(_drain(r, k) for r, k in zip(readers, side, strict=True)),
+    )
     timed_out = False
     try:
         await asyncio.wait_for(proc.wait(), timeout_s)
@@ -116,6 +151,8 @@ async def run_process(
         await asyncio.wait_for(pumps, 2.0)
     except TimeoutError:
         pass  # wait_for cancelled the pumps; what they read so far is kept
+    for _, transport in opened:
+        transport.close()
     return ProcResult(
         returncode=proc.returncode,
         stdout=out.text(),
@@ -124,4 +161,42 @@ async def run_process(
         timed_out=timed_out,
         output_exceeded=exceeded.is_set(),
         truncated=out.total > cap or err.total > cap,
+        channels={ch.name: bytes(k.buf) for ch, k in zip(channels, side, strict=True)},
     )
+
+
+class Channel:
+    """A pipe for a side channel (test reports, exit status): the child writes, we read."""
+
+    def __init__(self, name: str, cap: int = 1 << 20) -> None:
+        self.name, self.cap = name, cap
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_inheritable(self.write_fd, True)
+        self._write_open = True
+        self._read_open = True
+
+    def close_write(self) -> None:
+        if self._write_open:
+            self._write_open = False
+            os.close(self.write_fd)
+
+    def close(self) -> None:
+        self.close_write()
+        if self._read_open:
+            self._read_open = False
+            with contextlib.suppress(OSError):
+                os.close(self.read_fd)
+
+
+async def _reader(fd: int) -> tuple[asyncio.StreamReader, asyncio.BaseTransport]:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    # A dup: the transport closes its own file object, Channel.close closes the original fd.
+    pipe = os.fdopen(os.dup(fd), "rb", buffering=0)
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+    return reader, transport
+
+
+async def _drain(reader: asyncio.StreamReader, sink: _Sink) -> None:
+    while chunk := await reader.read(65536):
+        sink.feed(chunk)

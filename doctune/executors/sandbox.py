@@ -6,8 +6,13 @@ Two kinds of sandboxed step, both with no network, a new PID/IPC/UTS namespace, 
 - **compile**: the (trusted) compiler reads the sources read-only, writes the binary to ``/out`` and uses the
   executor's private Zig cache (read-write). Comptime code cannot do I/O, so the cache is only written by Zig.
 - **run**: the untrusted binary sees only a fresh tmpfs ``/work`` with itself bound read-only — no cache, no
-  toolchain — and runs under rlimits (CPU seconds, address space, processes, file size) as an unprivileged
-  uid, because Linux does not enforce RLIMIT_NPROC for root.
+  toolchain — and runs under rlimits (CPU seconds, address space, processes, file size, open files) as an
+  unprivileged uid (one per concurrent sandbox: Linux counts RLIMIT_NPROC per uid, and not for root).
+
+Both steps start doctune's supervisor (``supervisor.zig``) inside the sandbox: it reports the child's real wait
+status on a pipe (bwrap itself turns death by signal n into exit 128+n), and bwrap's ``--json-status-fd`` says
+whether the sandbox came up at all. Total memory and process count are bounded per sandbox by a cgroup where
+one can be made (``doctune.executors.cgroups``).
 
 Without bubblewrap nothing is isolated; the executor refuses to run unless the user opted in
 (``validator.unsafe_no_sandbox``); rlimits are still applied.
@@ -37,6 +42,7 @@ class Limits:
     address_space_mb: int | None = None
     nproc: int | None = None
     fsize_mb: int | None = None
+    nofile: int | None = None
 
 
 @functools.cache
@@ -97,16 +103,47 @@ def _base(bwrap: str, *, keep_setuid: bool = False) -> list[str]:
     return argv
 
 
+@dataclass(frozen=True)
+class Watch:
+    """Where bwrap and doctune's supervisor report (fds the child inherits) and the supervisor binary."""
+
+    supervisor: Path
+    status_fd: int  # the supervisor writes the program's real wait status here
+    json_fd: int  # bwrap's --json-status-fd: child-pid once the sandbox is up, exit-code at the end
+
+
+def _watched(argv: list[str], watch: Watch) -> list[str]:
+    return [
+        *argv,
+        "--ro-bind",
+        str(watch.supervisor),
+        "/.doctune-sup",
+        "--json-status-fd",
+        str(watch.json_fd),
+    ]
+
+
 def compile_argv(
-    bwrap: str, cmd: list[str], *, src: Path, out: Path, toolchain: Path, cache: Path
+    bwrap: str,
+    cmd: list[str],
+    *,
+    src: Path,
+    out: Path,
+    toolchain: Path,
+    cache: Path,
+    watch: Watch,
+    limits: Limits,
+    extra_ro: tuple[tuple[Path, str], ...] = (),
 ) -> list[str]:
     """bwrap argv for the compile step; `cmd` refers to /zig/zig, /src, /out and /cache."""
-    argv = _base(bwrap)
+    argv = _watched(_base(bwrap), watch)
+    for host, inside in extra_ro:
+        argv += ["--ro-bind", str(host), inside]
     argv += ["--ro-bind", str(toolchain), "/zig", "--ro-bind", str(src), "/src", "--bind", str(out), "/out"]
     argv += ["--bind", str(cache), "/cache"]
     argv += ["--setenv", "ZIG_GLOBAL_CACHE_DIR", "/cache", "--setenv", "ZIG_LOCAL_CACHE_DIR", "/cache"]
-    argv += ["--chdir", "/src", "--"]
-    return argv + cmd
+    argv += ["--chdir", "/src", "--", "/.doctune-sup", str(watch.status_fd)]
+    return argv + prlimit_prefix(limits) + cmd
 
 
 def run_argv(
@@ -115,18 +152,22 @@ def run_argv(
     args: list[str],
     *,
     limits: Limits,
+    watch: Watch,
+    uid: int = SANDBOX_UID,
     env: dict[str, str] | None = None,
     work_mb: int = 64,
 ) -> list[str]:
-    """bwrap argv for running an untrusted binary in a fresh tmpfs /work as an unprivileged uid."""
+    """bwrap argv for running an untrusted binary in a fresh tmpfs /work as an unprivileged uid (as root:
+    `uid`, one per concurrent sandbox, so per-uid limits like RLIMIT_NPROC are per sandbox)."""
     as_root = os.getuid() == 0
-    argv = _base(bwrap, keep_setuid=as_root)
+    argv = _watched(_base(bwrap, keep_setuid=as_root), watch)
     for key, value in (env or {}).items():
         argv += ["--setenv", key, value]
     argv += ["--size", str(work_mb << 20), "--perms", "0777", "--tmpfs", "/work"]
-    argv += ["--ro-bind", str(binary), "/work/.prog", "--chdir", "/work", "--"]
+    argv += ["--ro-bind", str(binary), "/work/.prog", "--chdir", "/work"]
+    argv += ["--", "/.doctune-sup", str(watch.status_fd)]
     if as_root:  # leaving uid 0 also drops every capability
-        argv += ["/usr/bin/setpriv", f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups"]
+        argv += ["/usr/bin/setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
         argv += ["--bounding-set=-all", "--inh-caps=-all", "--no-new-privs"]
     argv += prlimit_prefix(limits)
     return argv + ["/work/.prog", *args]
@@ -142,6 +183,8 @@ def prlimit_prefix(limits: Limits) -> list[str]:
         argv.append(f"--nproc={limits.nproc}")
     if limits.fsize_mb is not None:
         argv.append(f"--fsize={limits.fsize_mb << 20}")
+    if limits.nofile is not None:
+        argv.append(f"--nofile={limits.nofile}")
     return argv + ["--"]
 
 
@@ -160,5 +203,7 @@ def rlimit_preexec(limits: Limits) -> Callable[[], None]:
         if limits.fsize_mb is not None:
             n = limits.fsize_mb << 20
             resource.setrlimit(resource.RLIMIT_FSIZE, (n, n))
+        if limits.nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limits.nofile, limits.nofile))
 
     return apply

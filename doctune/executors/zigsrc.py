@@ -72,6 +72,34 @@ def needs_libc(code: str) -> bool:
     ) or ('extern "c"' in code)
 
 
+_EXTERN_FN = re.compile(r"^\s*(?:pub\s+)?extern\s+fn\b", re.MULTILINE)
+
+
+def needs_companion(code: str) -> bool:
+    """Declares `extern fn`s without a library (`extern "c"` is libc's): their definitions live in a companion
+    file the block does not include, so it cannot link on its own."""
+    return bool(_EXTERN_FN.search(strip_comments_and_strings(code)))
+
+
+_TOP_FN = re.compile(r"^(?:pub\s+)?(?:(?:export|inline|noinline)\s+)*fn\s")
+
+
+def errors_only_in_fn_bodies(code: str, output: str, root_name: str) -> bool:
+    """Every compile error in `output` lies inside a top-level function of `code` (lines from `fn` to its
+    closing `}` in column 0). Zig analyses a function body only when the function is used."""
+    inside: set[int] = set()
+    start = None
+    for n, line in enumerate(strip_comments_and_strings(code).splitlines(), 1):
+        if start is None and _TOP_FN.match(line):
+            start = n
+        if start is not None:
+            inside.add(n)
+            if line.startswith("}") or (n == start and line.rstrip().endswith("}")):
+                start = None
+    lines = [int(m.group(1)) for m in re.finditer(rf"(?m)^{re.escape(root_name)}:(\d+):\d+: error: ", output)]
+    return bool(lines) and all(n in inside for n in lines)
+
+
 def top_level_names(code: str) -> list[str]:
     bare = strip_comments_and_strings(code)
     seen: dict[str, None] = {}

@@ -158,6 +158,13 @@ class FakeCodapi:
             raise RuntimeError(res.infra_error)
         if res.timed_out:
             return {"ok": False, "stdout": "", "stderr": "code execution timeout"}
+        if res.tests is not None:  # the box's doctune-test-run step: exit status from the runner's report
+            counts = {**res.tests.model_dump(), "finished": res.tests_finished}
+            stderr = stderr.rstrip() + "\ndoctune-tests: " + json.dumps(counts)
+            if res.ok:
+                return {"ok": True, "stdout": stdout.strip(), "stderr": stderr.strip()}
+            merged = stdout.strip() + stderr.strip()
+            return {"ok": False, "stdout": "", "stderr": f"{merged} (exit status 1)"}
         if res.exit_code == 0:
             return {"ok": True, "stdout": stdout.strip(), "stderr": stderr.strip()}
         merged = stdout.strip() + stderr.strip()  # Codapi trims each stream, then joins them

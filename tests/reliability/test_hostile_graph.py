@@ -35,6 +35,7 @@ EXPECTED = {
     "write_outside": {"runtime_error"},
     "read_host": {"runtime_error"},
     "network": {"runtime_error"},
+    "fake_infra": {"runtime_error"},
     "output_100mb": {"resource_limit"},
 }
 TIME_LIMIT_S = 240  # a whole run incl. interpreter start and 7 compiles on a shared 2-core box; ~60 s idle
@@ -97,6 +98,8 @@ def test_hostile_code_through_the_graph(host_sentinel: Path, tmp_path: Path, tal
     r = run_cli(["run", str(doc), "--out", str(out), "--generator", "doc-examples"], env, timeout=TIME_LIMIT_S)
     elapsed = time.monotonic() - t0
     assert r.returncode == 0 and no_traceback(r.stderr), r.stderr[-3000:]
+    # No program output makes an infrastructure failure: no section is failed (and so never retried).
+    assert "section(s) failed" not in r.stdout + r.stderr, r.stdout[-2000:]
 
     got = _verdicts_by_case(out, programs)
     contained = {k for k, want in EXPECTED.items() if got.get(k) in want}
