@@ -69,11 +69,11 @@ def _attacks(tasks: list[EvalTask], tmp_path: Path) -> None:
     for label in models:
         score = res["models"][label]
         assert (score["n"], score["passed"], score["pass@1"]) == (len(tasks), 0, 0.0), label
-    # where the attack compiled, it is the missing per-test reports that failed it (exit status was 0)
+    # where the attack compiled, the tests' own reports failed it (its exit status was 0)
     for label in ("exit_early", "escaped_skip"):
         got = [r["results"][label] for r in res["tasks"] if r["mode"] == "test"]
         errors = [g["error"] for g in got if g["compiled"]]
-        assert errors and all("never returned" in e or "ended during test" in e or "skipped" in e for e in errors)
+        assert errors and all(e.startswith("test_failure") for e in errors), errors
 
 
 def test_attacks_score_zero_sample(tmp_path: Path) -> None:

@@ -85,6 +85,8 @@ def test_failed_verdict_and_refusals_fail() -> None:
     bad = Verdict(verdict="test_failure", mode="test", stage="run", exit_code=1, stderr="expected 2, found 3")
     j = judge(TASK, prog, bad, NONCE)
     assert (j.compiled, j.passed) == (True, False) and "test_failure" in (j.error or "")
+    ended = bad.model_copy(update={"tests": ZigTestCounts(passed=0, unfinished="main.test.a")})
+    assert "ended during test 'main.test.a'" in (judge(TASK, prog, ended, NONCE).error or "")
     comp = Verdict(verdict="compile_error", mode="test", stage="compile", exit_code=1, stderr="main.zig:1:1: error")
     assert judge(TASK, prog, comp, NONCE).compiled is False
     none = build_program(TASK, "no code here", NONCE)

@@ -89,7 +89,8 @@ def judge(task: EvalTask, prog: Program, v: Verdict | None, nonce: str | None) -
         return Judged(compiled=False, passed=False, error="not validated")
     compiled = v.verdict not in _NOT_COMPILED
     if not v.passed:
-        return Judged(compiled=compiled, passed=False, error=_verdict_error(v))
+        why = report_problem(prog.tests, v, nonce) if task.mode == "test" and v.tests is not None else None
+        return Judged(compiled=compiled, passed=False, error=(why or _verdict_error(v))[:400])
     if task.mode == "test":
         why = report_problem(prog.tests, v, nonce)
         if why is not None:
