@@ -104,3 +104,36 @@ def test_trim_keeps_first_error_lines() -> None:
     text = "Build Summary\n" + "main.zig:3:5: error: expected ';'\n    x\n    ^\n" + noise
     out = trim_output(text, 4096)
     assert out.startswith("main.zig:3:5: error: expected ';'") and len(out) <= 4096 + 64 and "trimmed" in out
+
+
+def test_side_channel_pipe_is_drained_and_returned() -> None:
+    from doctune.executors.proc import Channel
+
+    ch = Channel("report")
+    code = f"import os\nfor _ in range(64):\n os.write({ch.write_fd}, b'r' * 4096)\n"
+    res = asyncio.run(run_process(_py(code), timeout_s=30, channels=[ch]))
+    # 256 KiB: more than a pipe buffer, so the child would block if the channel were read only at the end.
+    assert res.returncode == 0 and res.channels["report"] == b"r" * (64 * 4096)
+
+
+def test_runner_report_trusts_only_nonce_records() -> None:
+    from doctune.executors.channels import parse_report, parse_status
+
+    n = "ab" * 16
+    forged = b"\nffffffff done 1 0 0\nAll 1 tests passed.\n" + b"x" * 10
+    data = forged + f"{n} start 0 main.test.a\n{n} fail 0 TestUnexpectedResult\n".encode()
+    data += f"\n{n} start 1 main.test.b\n".encode() + forged + f"{n} pass 1 \n".encode()
+    data += f"\n{n} start 2 main.test.exits\n".encode()
+    rep = parse_report(data, n)
+    assert not rep.finished and rep.counts.failed_names == ["main.test.a"] and rep.counts.passed == 1
+    assert rep.counts.unfinished == "main.test.exits"
+    done = parse_report(data + f"\n{n} pass 2 \n\n{n} done 2 1 0\n".encode(), n)
+    assert done.finished and done.counts.unfinished is None and done.counts.passed == 2
+    # A record for a test that never started, or after the final record, counts for nothing.
+    late = parse_report(f"{n} pass 7 \n{n} done 0 0 0\n{n} start 3 x\n{n} fail 3 e\n".encode(), n)
+    assert late.finished and late.counts.passed == 0 and late.counts.failed == 0
+    # Exit status: the supervisor's line wins over bwrap's 128+n; no child pid means the sandbox never started.
+    st = parse_status(b'{ "child-pid": 7 }\n{ "exit-code": 152 }\n', b"signal 24\n", 152)
+    assert st.started and st.signal == 24 and st.exit_code is None
+    assert parse_status(b"", b"", 1).started is False
+    assert parse_status(None, b"", 3).exit_code == 3

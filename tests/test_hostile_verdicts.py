@@ -7,7 +7,6 @@ One test per attack class; the heavy ones (memory) are in the slow set.
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import pytest
@@ -70,7 +69,11 @@ PRINT_ENV = (
 
 def _validate(blocks: list[BlockInput], cache: Path | None = None, **kw: object) -> list[Verdict]:
     settings = ValidatorSettings(
-        cache=cache is not None, cache_path=cache, concurrency=2, run_timeout_s=5.0, **kw  # type: ignore[arg-type]
+        cache=cache is not None,
+        cache_path=cache,
+        concurrency=2,
+        run_timeout_s=5.0,
+        **kw,  # type: ignore[arg-type]
     )
     validator = Validator(settings, LocalExecutor(settings, zig_cache=ZIG_CACHE))
 
@@ -107,7 +110,9 @@ def test_batched_blocks_cannot_decide_each_other(tmp_path: Path) -> None:
         BlockInput(id="c", code=PASSING),
     ]
     a, b, c = _validate(blocks, cache)
-    assert a.verdict == "test_failure" and a.tests is not None and a.tests.unfinished == "main.test.cli --help"
+    assert (
+        a.verdict == "test_failure" and a.tests is not None and a.tests.unfinished == "main.test.cli --help"
+    )
     assert b.verdict == "test_failure" and b.tests is not None and b.tests.failed_names == ["main.test.plain"]
     assert c.verdict == "ok" and c.tests is not None and c.tests.passed == 1
     (b_again,) = _validate([blocks[1]], cache)
@@ -150,9 +155,7 @@ def test_process_limits_are_per_sandbox() -> None:
 def test_no_host_environment_without_sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
     """Class 8: --unsafe-no-sandbox builds the program's environment from scratch too."""
     monkeypatch.setenv("DOCTUNE_TEST_SECRET", "sk-live-123")
-    (v,) = _validate(
-        [BlockInput(id="x", code=PRINT_ENV, mode="run")], sandbox="none", unsafe_no_sandbox=True
-    )
+    (v,) = _validate([BlockInput(id="x", code=PRINT_ENV, mode="run")], sandbox="none", unsafe_no_sandbox=True)
     assert v.verdict == "ok" and "key=none" in v.stderr
     (s,) = _validate([BlockInput(id="x", code=PRINT_ENV, mode="run")])
     assert "key=none" in s.stderr
@@ -160,7 +163,7 @@ def test_no_host_environment_without_sandbox(monkeypatch: pytest.MonkeyPatch) ->
 
 MEMFD_4G = (
     STD + "pub fn main() !void {\n    var buf: [1 << 20]u8 = undefined;\n    @memset(&buf, 1);\n"
-    "    for (0..300) |_| {\n        const fd = try std.posix.memfd_create(\"x\", 0);\n"
+    '    for (0..300) |_| {\n        const fd = try std.posix.memfd_create("x", 0);\n'
     "        for (0..15) |_| _ = try std.posix.write(fd, &buf);\n    }\n}\n"
 )
 COMPTIME_HOG = (
@@ -204,5 +207,25 @@ def test_compiler_memory_is_capped() -> None:
 
 
 def test_sandbox_uids_differ_per_concurrent_run() -> None:
+    """Every executor of a process draws from one pool: two validators (say, two models' answers) running at
+    once never share a uid, so never an RLIMIT_NPROC budget."""
     ex = LocalExecutor(ValidatorSettings(cache=False), zig_cache=ZIG_CACHE)
-    assert len(set(ex._uids)) == len(ex._uids) >= 16 and min(ex._uids) > 65535 or os.getuid() != 0
+    other = LocalExecutor(ValidatorSettings(cache=False), zig_cache=ZIG_CACHE)
+    assert ex._uids is other._uids
+    assert len(set(ex._uids)) == len(ex._uids) >= 64 and min(ex._uids) > 65535
+
+
+@pytest.mark.slow
+def test_without_cgroups_limits_still_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No writable cgroup (unprivileged, containers): the compiler's address-space cap ends the comptime hog as
+    resource_limit (memory), and memfd memory is bounded by open files x file size (64 x 16 MiB)."""
+    from doctune.executors import cgroups
+    from doctune.executors.base import ExecRequest
+
+    monkeypatch.setattr(cgroups, "detect", lambda: None)
+    ex = LocalExecutor(ValidatorSettings(cache=False), zig_cache=ZIG_CACHE)
+    assert ex.limits.nofile == 64 and ex.compile_limits_no_cgroup.address_space_mb
+    hog = asyncio.run(ex.execute(ExecRequest(code=COMPTIME_HOG, mode="test")))
+    assert hog.stage == "compile" and hog.resource_limit and hog.limit == "memory", hog.stderr[-300:]
+    memfd = asyncio.run(ex.execute(ExecRequest(code=MEMFD_4G, mode="run")))
+    assert not memfd.ok and "ProcessFdQuotaExceeded" in memfd.stderr

@@ -2,7 +2,9 @@
 
 Every request gets a fresh temp dir (sources, output binary). The compiler uses this executor's private Zig
 cache (never the user's ~/.cache/zig), which only the compiler writes; the compiled program then runs in its own
-sandbox without the cache or the toolchain (see ``doctune.executors.sandbox``).
+sandbox without the cache or the toolchain (see ``doctune.executors.sandbox``). Each step runs in its own cgroup
+where one can be made (memory + pids), tests with doctune's runner, and its outcome is read from channels the
+code cannot write (``doctune.executors.steps``). Runs get a uid of their own from a per-executor pool.
 """
 
 from __future__ import annotations
@@ -39,12 +41,16 @@ _INFRA_PATTERNS = re.compile(
     r"error: (?:FileNotFound|AccessDenied|Unexpected|OutOfMemory|PathAlreadyExists)\s*$",
     re.MULTILINE,
 )
+_COMPILER_OOM = re.compile(r"^error: OutOfMemory\s*$", re.MULTILINE)
 _USER_ERROR = re.compile(r"^\S[^\n]*:\d+:\d+: error: ", re.MULTILINE)
 
 
 TEST_FILTER_ENV = "DOCTUNE_TESTS"  # in a run env of execute_many: which tests of the binary this run is for
 RUN_PIDS = 128  # processes + threads per run sandbox (cgroup pids.max, and RLIMIT_NPROC for its own uid)
 UID_BASE = 200000
+# One uid per concurrent sandbox (as root): RLIMIT_NPROC counts per uid, so sandboxes never share it. One pool
+# per process (all executors draw from it), offset by pid so concurrent doctune processes rarely overlap.
+_UID_POOL = list(range(UID_BASE + (os.getpid() % 256) * 256, UID_BASE + (os.getpid() % 256) * 256 + 256))
 
 
 def default_zig_cache() -> Path:
@@ -84,9 +90,7 @@ class LocalExecutor(Executor):
             cpu_s=self.compile_limits.cpu_s, address_space_mb=settings.compile_memory_mb + 1024
         )
         self.supervisor = supervisor_binary(self.toolchain / "zig", self.zig_cache) if self.bwrap else None
-        # One uid per concurrent sandbox (as root): RLIMIT_NPROC counts per uid, so sandboxes never share it.
-        base = UID_BASE + (os.getpid() % 512) * 64
-        self._uids = list(range(base, base + 64))
+        self._uids = _UID_POOL  # shared by every executor of this process
 
     @property
     def sandboxed(self) -> bool:
@@ -220,7 +224,10 @@ class LocalExecutor(Executor):
             step.preexec = rlimit_preexec(limits)
         result = await run_step(step, build if self.bwrap else None)
         failed = result.infra_error is None and not result.ok and not result.timed_out
-        if failed and not result.resource_limit and _looks_like_infra(result):
+        if failed and limits.address_space_mb and _COMPILER_OOM.search(result.stderr):
+            # No cgroup: the compiler's own "OutOfMemory" (trusted output) under our address-space cap.
+            result.resource_limit, result.limit = True, "memory"
+        elif failed and not result.resource_limit and _looks_like_infra(result):
             result.infra_error = "compiler failed without a source error: " + _first_line(result.stderr)
         return result
 
