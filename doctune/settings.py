@@ -170,7 +170,10 @@ class EvalSettings(_Part):
     tasks: list[Path] = Field(default_factory=list, description="Eval task files (default: shipped set).")
     max_tasks: int | None = Field(None, description="Evaluate only the first N tasks.")
     samples: int = Field(1, ge=1, description="Samples per task (pass@k).")
-    max_new_tokens: int = Field(512, ge=16, description="Generation length for local models.")
+    max_new_tokens: int = Field(
+        1536, ge=16, description="Answer budget in new tokens (local models and OpenAI max_tokens); a real "
+        "exercise's solution is ~2 KB of Zig, and answers cut at the budget are counted in the report.",
+    )
 
 
 class Settings(BaseSettings):

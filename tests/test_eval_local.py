@@ -12,7 +12,8 @@ import pytest
 
 pytest.importorskip("trl")
 
-pytestmark = [pytest.mark.train, pytest.mark.zig, pytest.mark.slow]
+# its CLI subprocess may take 1500 s on a loaded 2-core machine (train, generate, then each answer compiled alone)
+pytestmark = [pytest.mark.train, pytest.mark.zig, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def test_cli_eval_base_vs_tuned(tmp_path: Path) -> None:

@@ -67,7 +67,8 @@ def test_train_reload_generate(tmp_path: Path) -> None:
 
     gen = LocalGenerator(parse_spec("tuned", str(res.out_dir)), max_new_tokens=12)
     [[answer]] = gen.generate(["Write `pub fn double(x: i32) i32` in Zig."])
-    assert answer and "<|im_end|>" not in answer and "<|im_start|>" not in answer
+    assert answer.text and "<|im_end|>" not in answer.text and "<|im_start|>" not in answer.text
+    assert answer.finish_reason == "length" and answer.truncated  # 12 new tokens cannot hold an answer
 
 
 @pytest.mark.slow

@@ -3,69 +3,40 @@
 
 ``evaluate(tasks, {label: spec}, out_dir, samples=..., max_tasks=...)`` writes ``results.json``,
 ``answers.jsonl`` and ``report.md`` with its two plots (``doctune.trainer.report``). How an answer becomes the
-validated program (which fenced block wins, hidden tests, no self-made tests) is in ``doctune.trainer.tasks``.
+validated program (which fenced block wins, hidden tests, no self-made tests) is in ``doctune.trainer.tasks``;
+how a verdict becomes a pass (per-test reports, never the exit status alone) in ``doctune.trainer.scoring``.
+
+Isolation: one answer, one block, its own compile and its own process. Models are validated one after the other,
+each with its own validator, and batching is off for eval (``EVAL_VALIDATOR``): no answer of another task or
+another model can end, skip or otherwise decide the process that judges this one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import math
+import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 
 from doctune.schemas import Expect, Verdict
 from doctune.settings import ValidatorSettings
+from doctune.trainer.generate import DEFAULT_MAX_NEW_TOKENS, Generation
+from doctune.trainer.scoring import EvalResults, Judged, ModelScore, TaskResult, judge, pass_at_k, score
 from doctune.trainer.tasks import EvalTask, Program, build_program
 
+__all__ = ["EvalResults", "ModelScore", "TaskResult", "evaluate", "evaluate_async", "pass_at_k"]
+
 console = Console(stderr=True)
-
-
-class ModelScore(BaseModel):
-    """Aggregate over tasks for one model (counts use each task's first sample)."""
-
-    model_config = ConfigDict(populate_by_name=True)
-
-    n: int
-    compiled: int
-    passed: int
-    compile_rate: float
-    pass_at_1: float = Field(alias="pass@1", description="Mean over tasks of passed samples / samples.")
-    pass_at_k: float | None = Field(None, alias="pass@k", description="Unbiased pass@k with k = samples.")
-    k: int = 1
-
-
-class TaskResult(BaseModel):
-    compiled: bool
-    passed: bool
-    error: str | None = None
-    samples: int = 1
-    samples_passed: int = 0
-
-
-class EvalResults(BaseModel):
-    models: dict[str, ModelScore]
-    tasks: list[dict[str, Any]]
-    samples: int
-    specs: dict[str, str]
-
-    def dump(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True)
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k from n samples with c correct (Chen et al., 2021)."""
-    if n - c < k:
-        return 1.0
-    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+EVAL_VALIDATOR = {"batch_tests": False, "batch_programs": False}  # each answer alone (see the module docstring)
+Answers = dict[str, list[list[Generation]]]
 
 
 def generate_all(tasks: Sequence[EvalTask], models: dict[str, str], *, samples: int, max_new_tokens: int,
-                 batch_size: int = 16) -> dict[str, list[list[str]]]:
+                 batch_size: int = 16) -> Answers:
     """label -> per task -> answers. Models are loaded one at a time (memory)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -73,12 +44,13 @@ def generate_all(tasks: Sequence[EvalTask], models: dict[str, str], *, samples: 
 
     specs = {label: parse_spec(label, spec) for label, spec in models.items()}  # fail fast on bad specs
     prompts = [t.prompt for t in tasks]
-    answers: dict[str, list[list[str]]] = {}
+    answers: Answers = {}
     with Progress(TextColumn("[bold]generate {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=console) as progress:
         for label, spec in specs.items():
             bar = progress.add_task(label, total=len(prompts))
-            gen = make_generator(spec, max_new_tokens=max_new_tokens, batch_size=batch_size)
+            gen = make_generator(spec, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                 task_ids=[t.id for t in tasks])
             try:
                 answers[label] = gen.generate(prompts, samples, on_batch=lambda k, b=bar: progress.advance(b, k))
             finally:
@@ -87,76 +59,39 @@ def generate_all(tasks: Sequence[EvalTask], models: dict[str, str], *, samples: 
 
 
 async def validate_answers(
-    tasks: Sequence[EvalTask], answers: dict[str, list[list[str]]], settings: ValidatorSettings
-) -> dict[str, list[list[tuple[Program, Verdict | None]]]]:
-    """Build each answer's program and validate all of them in one ``validate_many`` (batched, cached)."""
-    from doctune.agents.validator import BlockInput, Validator
+    tasks: Sequence[EvalTask], answers: Answers, settings: ValidatorSettings, nonce: str,
+    *, executor_factory: Any = None,
+) -> dict[str, list[list[Judged]]]:
+    """Build and judge every answer. Each model gets its own validator, after the previous one is closed; each
+    answer is validated alone (``validate_block``: no batch). ``executor_factory`` (tests) makes the executor."""
+    from doctune.agents.validator import Validator
 
-    built: dict[str, list[list[tuple[Program, Verdict | None]]]] = {}
-    blocks: list[BlockInput] = []
-    where: list[tuple[str, int, int]] = []
+    isolated = settings.model_copy(update=EVAL_VALIDATOR)
+    judged: dict[str, list[list[Judged]]] = {}
     for label, per_task in answers.items():
-        built[label] = []
-        for ti, (task, outs) in enumerate(zip(tasks, per_task, strict=True)):
-            row: list[tuple[Program, Verdict | None]] = []
-            for si, ans in enumerate(outs):
-                prog = build_program(task, ans)
-                row.append((prog, None))
-                if prog.code is not None:
-                    expect = Expect(stdout=task.expect_stdout) if task.mode == "run" else Expect()
-                    blocks.append(BlockInput(id=f"{label}/{task.id}/{si}", code=prog.code, mode=task.mode,
-                                             expect=expect))
-                    where.append((label, ti, si))
-            built[label].append(row)
-    validator = Validator(settings)
-    try:
-        verdicts = await validator.validate_many(blocks)
-    finally:
-        await validator.aclose()
-    for (label, ti, si), v in zip(where, verdicts, strict=True):
-        built[label][ti][si] = (built[label][ti][si][0], v)
-    return built
+        progs = [[build_program(t, g.text, nonce) for g in outs] for t, outs in zip(tasks, per_task, strict=True)]
+        validator = Validator(isolated, executor_factory() if executor_factory else None)
+        try:
+            verdicts = await asyncio.gather(*(
+                asyncio.gather(*(_validate_one(validator, t, p) for p in row)) for t, row in zip(tasks, progs, strict=True)
+            ))
+        finally:
+            await validator.aclose()
+        judged[label] = [
+            [judge(t, p, v, nonce).model_copy(update={"truncated": g.truncated})
+             for p, v, g in zip(row, vs, outs, strict=True)]
+            for t, row, vs, outs in zip(tasks, progs, verdicts, per_task, strict=True)
+        ]
+    return judged
 
 
-def _error(prog: Program, v: Verdict | None) -> str | None:
-    if prog.error:
-        return prog.error
-    if v is None or v.passed:
+async def _validate_one(validator: Any, task: EvalTask, prog: Program) -> Verdict | None:
+    from doctune.agents.validator import BlockInput
+
+    if prog.code is None:
         return None
-    detail = (v.stderr or v.stdout).strip().splitlines()
-    return (f"{v.verdict}: " + " | ".join(detail[:3]))[:400]
-
-
-def score(tasks: Sequence[EvalTask], built: dict[str, list[list[tuple[Program, Verdict | None]]]],
-          samples: int, specs: dict[str, str]) -> EvalResults:
-    rows: list[dict[str, Any]] = [
-        {"id": t.id, "source": t.source, "topic": t.topic, "mode": t.mode, "check": t.check, "results": {}}
-        for t in tasks
-    ]
-    models: dict[str, ModelScore] = {}
-    for label, per_task in built.items():
-        compiled = passed = 0
-        p1: list[float] = []
-        pk: list[float] = []
-        for row, outs in zip(rows, per_task, strict=True):
-            oks = [v is not None and v.passed for _, v in outs]
-            comp = [v is not None and v.verdict not in ("compile_error", "infra_error", "unsupported")
-                    for _, v in outs]
-            res = TaskResult(compiled=comp[0], passed=oks[0], error=_error(*outs[0]), samples=len(outs),
-                             samples_passed=sum(oks))
-            row["results"][label] = res.model_dump(exclude_none=True)
-            compiled += comp[0]
-            passed += oks[0]
-            p1.append(sum(oks) / len(oks))
-            pk.append(pass_at_k(len(oks), sum(oks), samples))
-        n = len(per_task)
-        models[label] = ModelScore(
-            n=n, compiled=compiled, passed=passed, compile_rate=round(compiled / n, 4) if n else 0.0,
-            **{"pass@1": round(sum(p1) / n, 4) if n else 0.0,
-               "pass@k": round(sum(pk) / n, 4) if n and samples > 1 else None},
-            k=samples,
-        )
-    return EvalResults(models=models, tasks=rows, samples=samples, specs=specs)
+    expect = Expect(stdout=task.expect_stdout) if task.mode == "run" else Expect()
+    return await validator.validate_block(BlockInput(id=task.id, code=prog.code, mode=task.mode, expect=expect))
 
 
 async def calibrate(tasks: list[EvalTask], settings: ValidatorSettings) -> list[EvalTask]:
@@ -194,7 +129,7 @@ async def evaluate_async(
     *,
     samples: int = 1,
     max_tasks: int | None = None,
-    max_new_tokens: int = 512,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     validator: ValidatorSettings | None = None,
     loss_log: Path | None = None,
     batch_size: int = 16,
@@ -211,16 +146,25 @@ async def evaluate_async(
         generate_all, chosen, models, samples=samples, max_new_tokens=max_new_tokens, batch_size=batch_size
     )
     n_answers = sum(len(a) for per in answers.values() for a in per)
-    console.print(f"validating {n_answers} answers with Zig ...")
-    built = await validate_answers(chosen, answers, settings)
-    results = score(chosen, built, samples, dict(models))
+    console.print(f"validating {n_answers} answers with Zig, each alone ...")
+    nonce = secrets.token_hex(8)  # chosen after the answers exist: no answer can print a test's marker
+    judged = await validate_answers(chosen, answers, settings, nonce)
+    results = score(chosen, judged, samples, dict(models), max_new_tokens=max_new_tokens)
     (out / "results.json").write_text(json.dumps(results.dump(), indent=2) + "\n")
-    with (out / "answers.jsonl").open("w", encoding="utf-8") as f:
-        for ti, t in enumerate(chosen):
-            f.write(json.dumps({"id": t.id, "prompt": t.prompt,
-                                "answers": {label: answers[label][ti] for label in answers}}) + "\n")
+    write_answers(out / "answers.jsonl", chosen, answers)
     write_report(results, chosen, answers, out, loss_log=loss_log or find_loss_log(models))
     return results
+
+
+def write_answers(path: Path, tasks: Sequence[EvalTask], answers: Answers) -> None:
+    """answers.jsonl: the prompt and every model's answers per task (re-scorable with ``answers:FILE#LABEL``)."""
+    with path.open("w", encoding="utf-8") as f:
+        for ti, t in enumerate(tasks):
+            f.write(json.dumps({
+                "id": t.id, "prompt": t.prompt,
+                "answers": {label: [g.text for g in per[ti]] for label, per in answers.items()},
+                "finish_reasons": {label: [g.finish_reason for g in per[ti]] for label, per in answers.items()},
+            }) + "\n")
 
 
 def select_tasks(tasks: list[EvalTask], max_tasks: int | None) -> list[EvalTask]:
@@ -248,6 +192,6 @@ def find_loss_log(models: dict[str, str]) -> Path | None:
     """The training loss log next to an evaluated adapter (``<train out>/loss.jsonl``), if any."""
     for spec in models.values():
         for cand in (Path(spec) / "loss.jsonl", Path(spec).parent / "loss.jsonl"):
-            if not spec.startswith("openai:") and cand.is_file():
+            if not spec.startswith(("openai:", "answers:")) and cand.is_file():
                 return cand
     return None

@@ -2,9 +2,14 @@
 endpoints.
 
 Model specs: ``smollm2`` (the embedded SmolLM2-135M-Instruct), a LoRA adapter folder (or a training output
-folder holding ``adapter/``), a full Hugging Face model folder, or ``openai:MODEL@BASE_URL`` (key from
-``OPENAI_API_KEY``). Local generation stops at the end-of-turn token and decodes without special tokens (the
-recipe's answers leaked ``<|im_end|>``); greedy for one sample, sampling (T=0.8, top-p 0.95) for several.
+folder holding ``adapter/``), a full Hugging Face model folder, ``openai:MODEL@BASE_URL`` (key from
+``OPENAI_API_KEY``), or ``answers:FILE[#LABEL]`` (answers written beforehand, see ``doctune.trainer.answers``).
+Local generation stops at the end-of-turn token and decodes without special tokens (the recipe's answers leaked
+``<|im_end|>``); greedy for one sample, sampling (T=0.8, top-p 0.95) for several.
+
+Every answer comes back as a ``Generation``: its text and why it ended. ``length`` means the token budget cut it
+(``finish_reason`` from the endpoint; a local model that used all ``max_new_tokens`` without an end token): the
+evaluator counts and shows such answers, as a cut answer usually fails for that reason alone.
 """
 
 from __future__ import annotations
@@ -21,17 +26,31 @@ from pydantic import BaseModel
 from doctune.errors import ConfigError, EndpointError
 
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
+DEFAULT_MAX_NEW_TOKENS = 1536  # a real exercise's solution is ~2 KB of Zig (~700-900 tokens) plus some prose
+
+
+class Generation(BaseModel):
+    """One answer and why it ended: ``stop`` (end of turn) or ``length`` (cut at the token budget)."""
+
+    text: str
+    finish_reason: str = "stop"
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
 
 
 class ModelSpec(BaseModel):
     """A parsed ``LABEL=SPEC``."""
 
     label: str
-    kind: Literal["local", "openai"]
+    kind: Literal["local", "openai", "answers"]
     path: str | None = None  # base model folder (local)
     adapter: str | None = None  # LoRA adapter folder (local)
     model: str | None = None  # endpoint model name
     base_url: str | None = None
+    file: str | None = None  # answers file
+    pick: str | None = None  # which label's answers in an evaluator answers.jsonl
 
 
 def parse_spec(label: str, spec: str) -> ModelSpec:
@@ -42,6 +61,11 @@ def parse_spec(label: str, spec: str) -> ModelSpec:
         if not model or not sep or not url.startswith(("http://", "https://")):
             raise ConfigError(f"--model {label}={spec}: expected openai:MODEL@http(s)://HOST/v1")
         return ModelSpec(label=label, kind="openai", model=model, base_url=url.rstrip("/"))
+    if spec.startswith("answers:"):
+        path, _, pick = spec[len("answers:"):].partition("#")
+        if not Path(path).is_file():
+            raise ConfigError(f"--model {label}={spec}: answers file {path} not found")
+        return ModelSpec(label=label, kind="answers", file=path, pick=pick or None)
     if spec in ("smollm2", "smollm2-135m-instruct"):
         return ModelSpec(label=label, kind="local", path=resolve_model_path(spec))
     p = Path(spec)
@@ -62,7 +86,7 @@ def parse_spec(label: str, spec: str) -> ModelSpec:
 class LocalGenerator:
     """A transformers model (plus optional LoRA adapter) generating chat answers in batches."""
 
-    def __init__(self, spec: ModelSpec, *, max_new_tokens: int = 512, batch_size: int = 16, seed: int = 0):
+    def __init__(self, spec: ModelSpec, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, batch_size: int = 16, seed: int = 0):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -85,11 +109,11 @@ class LocalGenerator:
         self.stop_ids = stop_token_ids(self.tokenizer)
 
     def generate(self, prompts: Sequence[str], samples: int = 1,
-                 on_batch: Callable[[int], None] | None = None) -> list[list[str]]:
+                 on_batch: Callable[[int], None] | None = None) -> list[list[Generation]]:
         import torch
 
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths pad less
-        out: list[list[str]] = [[] for _ in prompts]
+        out: list[list[Generation]] = [[] for _ in prompts]
         torch.manual_seed(self.seed)
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
@@ -106,13 +130,22 @@ class LocalGenerator:
             new = gen[:, enc["input_ids"].shape[1]:]
             texts_out = self.tokenizer.batch_decode(new, skip_special_tokens=True)
             for k, text in enumerate(texts_out):
-                out[idx[k // samples]].append(text.strip())
+                reason = finish_reason(new[k].tolist(), self.stop_ids, self.max_new_tokens)
+                out[idx[k // samples]].append(Generation(text=text.strip(), finish_reason=reason))
             if on_batch:
                 on_batch(len(idx))
         return out
 
     def close(self) -> None:
         del self.model
+
+
+def finish_reason(new_ids: Sequence[int], stop_ids: Sequence[int], max_new_tokens: int) -> str:
+    """``stop`` when the answer reached an end token, ``length`` when it used the whole budget without one.
+    (Rows of a batch that stopped early are padded after their end token, so they contain one.)"""
+    if any(t in stop_ids for t in new_ids):
+        return "stop"
+    return "length" if len(new_ids) >= max_new_tokens else "stop"
 
 
 def stop_token_ids(tokenizer: Any) -> list[int]:
@@ -126,7 +159,7 @@ def stop_token_ids(tokenizer: Any) -> list[int]:
 class OpenAIGenerator:
     """Chat completions from an OpenAI-compatible endpoint (plain httpx, one request per sample)."""
 
-    def __init__(self, spec: ModelSpec, *, max_new_tokens: int = 512, timeout_s: float = 120.0, retries: int = 3):
+    def __init__(self, spec: ModelSpec, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, timeout_s: float = 120.0, retries: int = 3):
         import httpx
 
         key = os.environ.get("OPENAI_API_KEY", "not-needed")
@@ -134,7 +167,7 @@ class OpenAIGenerator:
                                    headers={"Authorization": f"Bearer {key}"})
         self.spec, self.max_new_tokens, self.retries = spec, max_new_tokens, retries
 
-    def _ask(self, prompt: str, temperature: float) -> str:
+    def _ask(self, prompt: str, temperature: float) -> Generation:
         import httpx
 
         body = {"model": self.spec.model, "messages": [{"role": "user", "content": prompt}],
@@ -152,13 +185,15 @@ class OpenAIGenerator:
             if r.status_code != 200:
                 raise EndpointError(f"{self.spec.base_url}: HTTP {r.status_code}: {r.text[:200]}")
             try:
-                return r.json()["choices"][0]["message"]["content"] or ""
-            except (ValueError, KeyError, IndexError, TypeError):
+                choice = r.json()["choices"][0]
+                return Generation(text=choice["message"]["content"] or "",
+                                  finish_reason=str(choice.get("finish_reason") or "stop"))
+            except (ValueError, KeyError, IndexError, TypeError, AttributeError):
                 last = "malformed response"
         raise EndpointError(f"{self.spec.base_url}: no answer after {self.retries + 1} tries ({last})")
 
     def generate(self, prompts: Sequence[str], samples: int = 1,
-                 on_batch: Callable[[int], None] | None = None) -> list[list[str]]:
+                 on_batch: Callable[[int], None] | None = None) -> list[list[Generation]]:
         temperature = 0.8 if samples > 1 else 0.0
         out = []
         for p in prompts:
@@ -171,7 +206,14 @@ class OpenAIGenerator:
         self.client.close()
 
 
-def make_generator(spec: ModelSpec, *, max_new_tokens: int, batch_size: int = 16) -> Any:
+def make_generator(spec: ModelSpec, *, max_new_tokens: int, batch_size: int = 16,
+                   task_ids: Sequence[str] = ()) -> Any:
+    """A generator for the spec: ``generate(prompts, samples, on_batch) -> [[Generation]]`` and ``close()``.
+    An answers file is read by task id (``task_ids``, in the order of the prompts)."""
+    if spec.kind == "answers":
+        from doctune.trainer.answers import FileAnswers
+
+        return FileAnswers(spec, task_ids)
     if spec.kind == "openai":
         return OpenAIGenerator(spec, max_new_tokens=max_new_tokens)
     return LocalGenerator(spec, max_new_tokens=max_new_tokens, batch_size=batch_size)

@@ -1,7 +1,7 @@
 """Eval tasks and how a model's answer becomes the program we validate.
 
 Task format (JSONL, one a line): ``{"id", "prompt", "mode": "run"|"test", "expect_stdout"?, "tests"?}`` plus
-optional ``topic``, ``reference`` and ``wrong`` (never shown to the model). Only ``prompt`` is sent to models.
+optional ``topic``, ``reference``, ``wrong`` and ``stub`` (never shown to the model). Only ``prompt`` is sent.
 
 Honesty rules of ``build_program`` (what the evaluator checks, not what the answer claims):
 - The code is the LONGEST ```zig fenced block of the answer (ties: the first); untagged fences count only when
@@ -11,6 +11,10 @@ Honesty rules of ``build_program`` (what the evaluator checks, not what the answ
   ``SkipZigTest`` or rebinds ``std`` to anything but ``@import("std")`` fails (they could turn hidden tests off).
 - ``run`` mode: the program must exit 0 and print exactly ``expect_stdout`` (when the task gives one).
 - ``self``-checked tasks (from a dataset's test split, see ``tasks_from_split``) run the answer's own tests.
+- Every test that decides (the hidden ones; for ``self`` tasks the answer's) is instrumented with a per-evaluation
+  nonce: it prints ``marker(nonce, k)`` only when its body returned without error, so a binary that exits early
+  or skips a test lacks that line whatever its exit status (``doctune.trainer.scoring`` reads it when the
+  validator gives no per-test report).
 """
 
 from __future__ import annotations
@@ -45,6 +49,23 @@ class EvalTask(BaseModel):
     )
     reference: str | None = Field(None, description="A correct solution (not shown to the model).")
     wrong: list[str] = Field(default_factory=list, description="Wrong solutions that must fail the checks.")
+    stub: str | None = Field(None, description="The exercise's skeleton (bodies left as TODO): must fail.")
+
+    @property
+    def checked_by(self) -> Literal["hidden_tests", "expected_stdout", "own_tests", "exit_status"]:
+        """What decides a pass. Only the first two count in the headline pass@1."""
+        if self.mode == "test":
+            return "hidden_tests" if self.check == "hidden" and self.tests else "own_tests"
+        return "expected_stdout" if self.expect_stdout is not None else "exit_status"
+
+    @property
+    def headline(self) -> bool:
+        return self.checked_by in ("hidden_tests", "expected_stdout")
+
+    @property
+    def hidden_tests(self) -> int:
+        """How many hidden tests the task appends (all must report passed)."""
+        return len(find_test_blocks(self.tests)) if self.tests else 0
 
 
 def load_tasks(paths: Iterable[Path | str]) -> list[EvalTask]:
@@ -126,7 +147,12 @@ def _skip_literal(code: str, i: int) -> int:
 def find_test_blocks(code: str) -> list[tuple[int, int]]:
     """(start, end) of every ``test`` declaration (any nesting), skipping comments and literals; a span starts
     at its leading doc comments, so removing it leaves no dangling ``///``."""
-    spans: list[tuple[int, int]] = []
+    return [(doc, end) for doc, _, end in _test_decls(code)]
+
+
+def _test_decls(code: str) -> list[tuple[int, int, int]]:
+    """(doc comment start, ``test`` keyword, end) of every test declaration."""
+    spans: list[tuple[int, int, int]] = []
     i, n = 0, len(code)
     while i < n:
         j = _skip_literal(code, i)
@@ -137,11 +163,48 @@ def find_test_blocks(code: str) -> list[tuple[int, int]]:
         if m and (i == 0 or not _IDENT.match(code[i - 1]) and code[i - 1] not in "@."):
             end = _block_end(code, i)
             if end is not None:
-                spans.append((_doc_start(code, i), end))
+                spans.append((_doc_start(code, i), i, end))
                 i = end
                 continue
         i += 1
     return spans
+
+
+def _body_open(code: str, i: int) -> int | None:
+    """Index of the first ``{`` at or after ``i`` outside comments and literals."""
+    n = len(code)
+    while i < n:
+        j = _skip_literal(code, i)
+        if j != i:
+            i = j
+            continue
+        if code[i] == "{":
+            return i
+        i += 1
+    return None
+
+
+def marker(nonce: str, k: int) -> str:
+    """The line test ``k`` prints once its body returned without error."""
+    return f"@@doctune-eval {nonce} test {k} returned@@"
+
+
+def instrument_tests(code: str, nonce: str) -> tuple[str, int]:
+    """``code`` with each test's body opening with a deferred marker print that an error return cancels; and
+    the number of tests instrumented. Names carry the nonce, so the answer cannot clash with or reach them."""
+    decls = _test_decls(code)
+    out, last = [], 0
+    for k, (_, kw, _) in enumerate(decls):
+        brace = _body_open(code, kw)
+        assert brace is not None  # _test_decls found its end
+        ok = f"doctune_ok_{nonce}"
+        out += [code[last : brace + 1],
+                # defers run last-declared first: the errdefer (declared after) clears the flag before the print
+                f' var {ok} = true; defer if ({ok}) @import("std").debug.print("\\n{marker(nonce, k)}\\n", .{{}}); '
+                f"errdefer {ok} = false;"]
+        last = brace + 1
+    out.append(code[last:])
+    return "".join(out), len(decls)
 
 
 def _block_end(code: str, i: int) -> int | None:
@@ -189,9 +252,12 @@ class Program(BaseModel):
     code: str | None
     error: str | None = None
     stripped_tests: int = 0
+    tests: int = Field(0, description="Tests that decide (instrumented with the nonce when one was given).")
 
 
-def build_program(task: EvalTask, answer: str) -> Program:
+def build_program(task: EvalTask, answer: str, nonce: str | None = None) -> Program:
+    """The program to validate for ``answer`` (see the module docstring); with ``nonce``, the deciding tests
+    report through ``marker``."""
     code = extract_code(answer)
     if code is None:
         return Program(code=None, error="no code: the answer has no fenced code block")
@@ -203,7 +269,7 @@ def build_program(task: EvalTask, answer: str) -> Program:
     if task.check == "self":
         if not spans:
             return Program(code=None, error="no test: the task asks for code with a test and the answer has none")
-        return Program(code=code)
+        return Program(code=code, tests=len(spans)) if nonce is None else _instrumented(code, nonce)
     body = strip_tests(code).rstrip() + "\n"
     header = ""
     decls = list(_STD_DECL.finditer(body))
@@ -211,5 +277,13 @@ def build_program(task: EvalTask, answer: str) -> Program:
         return Program(code=None, error='the answer binds `std` to something other than @import("std")')
     if not decls:
         header = 'const std = @import("std");\n'
-    program = f"{body}\n// ---- hidden tests (doctune eval) ----\n{header}{task.tests}"
-    return Program(code=program, stripped_tests=len(spans))
+    hidden = task.tests or ""
+    if nonce is not None:  # only the hidden tests report: a test the answer slipped past strip_tests never counts
+        hidden = instrument_tests(hidden, nonce)[0]
+    program = f"{body}\n// ---- hidden tests (doctune eval) ----\n{header}{hidden}"
+    return Program(code=program, stripped_tests=len(spans), tests=task.hidden_tests)
+
+
+def _instrumented(code: str, nonce: str) -> Program:
+    out, n = instrument_tests(code, nonce)
+    return Program(code=out, tests=n)

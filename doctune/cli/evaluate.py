@@ -1,4 +1,5 @@
-"""`doctune eval`: base vs tuned (or any models) on eval tasks with hidden tests, through the validator."""
+"""`doctune eval`: base vs tuned (or any models, or answers from a file) on eval tasks with hidden tests, through
+the validator."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ def register(app: typer.Typer) -> None:
     def eval_cmd(
         out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for results.json and report.md.")],
         model: Annotated[list[str], typer.Option("--model", "-m", help="LABEL=SPEC (repeatable); SPEC = smollm2, "
-                                                 "an adapter/model folder, or openai:MODEL@BASE_URL.")],
+                                                 "an adapter/model folder, openai:MODEL@BASE_URL, or "
+                                                 "answers:FILE[#LABEL] (JSONL answers by task id).")],
         tasks: Annotated[list[Path] | None, typer.Option("--tasks", "-t", help="Task JSONL file (repeatable; "
                                                          "default: the shipped evals/zig-tasks.jsonl).")] = None,
         dataset: Annotated[Path | None, typer.Option("--dataset", "-d", help="Also use this dataset's test split "
@@ -37,8 +39,8 @@ def register(app: typer.Typer) -> None:
                                                     "(pass@k).")] = None,
         max_tasks: Annotated[int | None, typer.Option("--max-tasks", min=1, help="Evaluate a diverse slice of N "
                                                       "tasks.")] = None,
-        max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", min=16, help="Answer length "
-                                                           "limit.")] = None,
+        max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", min=16, help="Answer budget "
+                                                           "in new tokens (default 1536).")] = None,
         config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML settings file.")] = None,
     ) -> None:
         """Generate with each model, validate the code against hidden tests, write results.json + report.md."""
@@ -51,9 +53,15 @@ def register(app: typer.Typer) -> None:
         e = settings.eval
         results = evaluate(default_tasks(settings, dataset), models, out_dir, samples=e.samples,
                            max_tasks=e.max_tasks, max_new_tokens=e.max_new_tokens, validator=settings.validator)
-        for label, s in results.dump()["models"].items():
+        data = results.dump()
+        console.print(f"headline: {data['headline']}", highlight=False)
+        for label, s in data["models"].items():
             line = f"{label}: {s['passed']}/{s['n']} passed, compiled {s['compiled']}, pass@1 {s['pass@1']:.3f}"
             if s.get("pass@k") is not None:
                 line += f", pass@{s['k']} {s['pass@k']:.3f}"
-            console.print(line, highlight=False)
+            weak = (data["weakly_checked"] or {}).get("models", {}).get(label)
+            if weak:
+                line += f"; apart (own tests / exit 0 only): {weak['passed']}/{weak['n']}"
+            cut = s["truncated"] + (weak["truncated"] if weak else 0)
+            console.print(line + (f"; {cut} answer(s) cut at the token budget" if cut else ""), highlight=False)
         out.print(str(out_dir / "report.md"), highlight=False)
