@@ -7,12 +7,14 @@ A LangGraph server run has no Python context object: `resolve(None)` builds one 
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from doctune.schemas import Pair, Section
 from doctune.settings import Settings, load_settings
 from doctune.store import Store
 
@@ -34,6 +36,11 @@ class Context:
     @property
     def store(self) -> Store:
         return Store(self.out_dir / "store")
+
+    @property
+    def astore(self) -> AsyncStore:
+        """The store for nodes: its file I/O runs in a worker thread, never in the event loop."""
+        return AsyncStore(self.store)
 
     def get_validator(self) -> Validator:
         if self.validator is not None:
@@ -61,6 +68,31 @@ class Context:
                 await svc.aclose()
 
 
+class AsyncStore:
+    """Async facade of `Store` (each call in a worker thread): nodes must not block the server's event loop."""
+
+    def __init__(self, store: Store):
+        self.sync = store
+
+    async def get_section(self, section_id: str) -> Section:
+        return await asyncio.to_thread(self.sync.get_section, section_id)
+
+    async def put_sections(self, sections: list[Section]) -> None:
+        await asyncio.to_thread(lambda: [self.sync.put_section(s) for s in sections])
+
+    async def get_pair(self, pair_id: str) -> Pair:
+        return await asyncio.to_thread(self.sync.get_pair, pair_id)
+
+    async def get_pairs(self, pair_ids: list[str]) -> list[Pair]:
+        return await asyncio.to_thread(lambda: [self.sync.get_pair(p) for p in pair_ids])
+
+    async def put_pairs(self, pairs: list[Pair]) -> None:
+        await asyncio.to_thread(lambda: [self.sync.put_pair(p) for p in pairs])
+
+    async def has_pair(self, pair_id: str) -> bool:
+        return await asyncio.to_thread(self.sync.has_pair, pair_id)
+
+
 _DEFAULT: dict[tuple[str, str | None], Context] = {}
 
 
@@ -79,3 +111,11 @@ def resolve(ctx: Context | Mapping[str, Any] | None) -> Context:
     if key not in _DEFAULT:
         _DEFAULT[key] = Context(settings=load_settings(cfg), out_dir=Path(out))
     return _DEFAULT[key]
+
+
+async def aresolve(ctx: Context | Mapping[str, Any] | None) -> Context:
+    """`resolve` for nodes: a server run's first call reads the TOML file and the environment in a worker thread
+    (no blocking I/O in the event loop, which `langgraph dev` refuses)."""
+    if isinstance(ctx, Context):
+        return ctx
+    return await asyncio.to_thread(resolve, ctx)

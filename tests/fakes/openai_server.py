@@ -216,6 +216,8 @@ class FakeOpenAI(BackgroundHTTPServer):
             return (*_error(429, "rate limit exceeded", "rate_limit_exceeded", fault.retry_after_s), kind, None)
         if kind == "500":
             return (*_error(500, "internal server error", "server_error"), kind, None)
+        if kind in _REFUSALS:
+            return (*_error(int(kind), *_REFUSALS[kind]), kind, None)
         if kind == "disconnect":
             return 0, {}, None, kind, None
         if kind == "hang":
@@ -229,6 +231,8 @@ class FakeOpenAI(BackgroundHTTPServer):
             text, finish = text[: max(1, len(text) // 2)], "length"
         elif kind == "empty":
             text = ""
+        elif kind == "garbage":
+            text = "Sure! Here are some great Zig questions about this section, I hope they help you learn."
         return 200, {}, json.dumps(self._completion(body, text, finish)).encode(), kind, text
 
     def _completion(self, body: dict[str, Any], text: str, finish: str) -> dict[str, Any]:
@@ -255,6 +259,11 @@ class FakeOpenAI(BackgroundHTTPServer):
     def models_payload(self) -> bytes:
         data = [{"id": self.model, "object": "model", "created": 0, "owned_by": "doctune-tests"}]
         return json.dumps({"object": "list", "data": data}).encode()
+
+
+_REFUSALS = {"401": ("Incorrect API key provided", "invalid_api_key"),
+             "403": ("You are not allowed to use this model", "permission_denied"),
+             "404": ("The model does not exist", "model_not_found")}
 
 
 def _error(
