@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import gc
 import os
 import signal
 import threading
+import warnings
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -270,9 +272,17 @@ def run_sync(main: Coroutine[Any, Any, T], resume_hint: str) -> T:
     stopped: list[str] = []
 
     def stop(name: str) -> None:
+        # LangGraph drops the coroutines of tasks it had not started yet: nothing is lost, but Python would warn.
+        warnings.filterwarnings("ignore", "coroutine '.*' was never awaited", RuntimeWarning)
         stopped.append(name)
         task.cancel()
 
+    def on_error(lp: asyncio.AbstractEventLoop, where: dict[str, Any]) -> None:
+        # After Ctrl-C, futures that ended cancelled without anyone left to look at them are expected: not news.
+        if not (stopped and isinstance(where.get("exception"), asyncio.CancelledError)):
+            lp.default_exception_handler(where)
+
+    loop.set_exception_handler(on_error)
     signals = [signal.SIGINT, signal.SIGTERM] if threading.current_thread() is threading.main_thread() else []
     for sig in signals:
         loop.add_signal_handler(sig, stop, sig.name)
@@ -297,6 +307,10 @@ def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
         t.cancel()
     if pending:
         loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    # Transports of subprocesses a cancelled step left behind (a compile) close themselves when collected: let
+    # that happen while the loop still runs, not after it is closed.
+    gc.collect()
+    loop.run_until_complete(asyncio.sleep(0))
     loop.run_until_complete(loop.shutdown_asyncgens())
     loop.run_until_complete(loop.shutdown_default_executor())
     loop.close()

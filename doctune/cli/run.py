@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,9 @@ def interruptible(call: Any) -> Any:
         return call()
     except Interrupted as e:
         console.print(f"[yellow]{e}[/]", highlight=False, soft_wrap=True)
-        raise typer.Exit(130) from None
+        # SystemExit, not typer.Exit: click (standalone_mode=False) would hand typer.Exit's code back as a
+        # return value that the entry point does not use.
+        sys.exit(130)
 
 
 def register(app: typer.Typer) -> None:

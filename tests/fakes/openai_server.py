@@ -155,6 +155,7 @@ class FakeOpenAI(BackgroundHTTPServer):
         self.history: list[Recorded] = []
         self.history_file = Path(history_file) if history_file else None
         self.in_flight = 0
+        self.tokens = {"input": 0, "output": 0}  # the server's own count of the usage it answered with
         self.max_in_flight = 0  # high-water mark of concurrent chat requests
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -246,6 +247,9 @@ class FakeOpenAI(BackgroundHTTPServer):
             finish = "tool_calls" if finish == "stop" else finish
         prompt_tokens = _tokens(messages_text(body))
         completion_tokens = _tokens(text) if text else 0
+        with self._lock:
+            self.tokens["input"] += prompt_tokens
+            self.tokens["output"] += completion_tokens
         return {
             "id": "chatcmpl-" + request_key(body),
             "object": "chat.completion",
