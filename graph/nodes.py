@@ -58,7 +58,7 @@ async def generate(state: SectionState, runtime: Runtime[Context]) -> dict[str, 
     section = await ctx.astore.get_section(state["section_id"])
     if len(section.text) < ctx.settings.generator.min_section_chars:
         return {"pending": [], "generated": 0, "attempt": 0}
-    gen = ctx.get_generator()
+    gen = await ctx.aget_generator()
     rejected: list[dict[str, str]] = []
     try:
         if hasattr(gen, "generate_result"):  # the LLM agent: also says what it dropped, and the tokens
@@ -98,7 +98,7 @@ async def validate(state: SectionState, runtime: Runtime[Context]) -> dict[str, 
         for j, code in enumerate(blocks_to_check(p)):
             items.append(BlockInput(id=f"{p.id}#{j}", code=code, expect=p.expect, mode=_mode_for(p)))
             owners.append(i)
-    verdicts = await ctx.get_validator().validate_many(items) if items else []
+    verdicts = await (await ctx.aget_validator()).validate_many(items) if items else []
     per_pair: dict[int, list[Verdict]] = {}
     for i, v in zip(owners, verdicts, strict=True):
         per_pair.setdefault(i, []).append(v)
@@ -134,7 +134,7 @@ async def repair(state: SectionState, runtime: Runtime[Context]) -> dict[str, An
     reason; an endpoint that fails for good ends the section with `error` (pairs accepted so far are kept).
     """
     ctx = await aresolve(runtime.context)
-    gen = ctx.get_generator()
+    gen = await ctx.aget_generator()
     attempt = state.get("attempt", 0) + 1
     pending, rejected = [], []
     tokens = dict(state.get("tokens") or {"input": 0, "output": 0})
