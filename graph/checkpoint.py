@@ -36,6 +36,7 @@ async def open_checkpointer(url: str | None, out_dir: Path) -> AsyncIterator[Any
     path = Path(url.removeprefix("sqlite:")) if url else out_dir / "state.sqlite"
     await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
     conn = await aiosqlite.connect(str(path))
+    saver: AsyncSqliteSaver | None = None
     try:
         # Wait for a writer instead of failing after sqlite3's 5 s default: `doctune status` or a retry may hold
         # the write lock for a moment under load.
@@ -44,19 +45,25 @@ async def open_checkpointer(url: str | None, out_dir: Path) -> AsyncIterator[Any
         # process (kill -9, OOM) loses nothing (the WAL is in the OS page cache); only a power cut can drop the
         # last steps, and those are simply re-run on resume.
         await conn.execute("PRAGMA synchronous = NORMAL")
-        yield AsyncSqliteSaver(conn)
+        saver = AsyncSqliteSaver(conn)
+        yield saver
     finally:
-        await _finish(_close_sqlite(conn))
+        await _finish(_close_sqlite(conn, saver.lock if saver is not None else None))
 
 
-async def _close_sqlite(conn: Any) -> None:
-    """Roll back what a crashed or cancelled step left uncommitted, then close (and end aiosqlite's thread): an
-    open transaction would hold the database's write lock, and a re-run in the same process would then fail
-    with `database is locked`."""
-    try:
-        await conn.rollback()
-    finally:
-        await conn.close()
+async def _close_sqlite(conn: Any, lock: asyncio.Lock | None) -> None:
+    """Roll back what a crashed or cancelled step left uncommitted, then close (and end aiosqlite's thread).
+
+    When a run fails, LangGraph may still be writing a branch's results (`aput_writes`, cancelled or not) while
+    we get here. Under the saver's own lock that write finishes first, and a later one finds the connection
+    closed; a write slipping in between our rollback and the close would leave a transaction open on a closed
+    ("zombie") connection — its write lock held until garbage collection, and a re-run in the same process
+    failing with `database is locked`."""
+    async with lock or asyncio.Lock():
+        try:
+            await conn.rollback()
+        finally:
+            await conn.close()
 
 
 async def _finish(coro: Any) -> None:
