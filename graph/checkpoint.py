@@ -25,8 +25,8 @@ async def open_checkpointer(url: str | None, out_dir: Path) -> AsyncIterator[Any
             try:
                 await _setup_serialized(saver)
                 yield saver
-            finally:  # roll back what a crashed step left open before the connection goes back
-                await _finish(_rollback_pg(saver.conn))
+            finally:  # after any write still in flight (see _close_sqlite), roll back what a crashed step left
+                await _finish(_rollback_pg(saver.conn, saver.lock))
         return
     if url and not url.startswith("sqlite:"):
         raise ConfigError(f"checkpoint.url must be postgresql://... or sqlite:PATH, not {url.split(':')[0]}:...")
@@ -82,9 +82,10 @@ async def _finish(coro: Any) -> None:
         raise asyncio.CancelledError
 
 
-async def _rollback_pg(conn: Any) -> None:
-    if not conn.closed:
-        await conn.rollback()
+async def _rollback_pg(conn: Any, lock: asyncio.Lock) -> None:
+    async with lock:
+        if not conn.closed:
+            await conn.rollback()
 
 
 _SETUP_LOCK = 0x646F6374  # any fixed 64-bit key: "doct"
