@@ -36,7 +36,7 @@ async def open_checkpointer(url: str | None, out_dir: Path) -> AsyncIterator[Any
     path = Path(url.removeprefix("sqlite:")) if url else out_dir / "state.sqlite"
     await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
     conn = await aiosqlite.connect(str(path))
-    saver: AsyncSqliteSaver | None = None
+    sqlite_saver: AsyncSqliteSaver | None = None
     try:
         # Wait for a writer instead of failing after sqlite3's 5 s default: `doctune status` or a retry may hold
         # the write lock for a moment under load.
@@ -45,10 +45,10 @@ async def open_checkpointer(url: str | None, out_dir: Path) -> AsyncIterator[Any
         # process (kill -9, OOM) loses nothing (the WAL is in the OS page cache); only a power cut can drop the
         # last steps, and those are simply re-run on resume.
         await conn.execute("PRAGMA synchronous = NORMAL")
-        saver = AsyncSqliteSaver(conn)
-        yield saver
+        sqlite_saver = AsyncSqliteSaver(conn)
+        yield sqlite_saver
     finally:
-        await _finish(_close_sqlite(conn, saver.lock if saver is not None else None))
+        await _finish(_close_sqlite(conn, sqlite_saver.lock if sqlite_saver is not None else None))
 
 
 async def _close_sqlite(conn: Any, lock: asyncio.Lock | None) -> None:

@@ -296,7 +296,7 @@ async def _named_run(name: str, section_id: str, call: Callable[[], Awaitable[T]
 async def _trace_failure(name: str, error: str) -> None:
     """A child run that ends in error, so a failed section shows as failed in LangSmith (the branch itself returns
     normally: its failure is data for `doctune retry`). A no-op when tracing is off."""
-    from langchain_core.runnables import RunnableLambda
+    from langchain_core.runnables import RunnableConfig, RunnableLambda
 
     class SectionFailed(RuntimeError):
         pass
@@ -305,7 +305,7 @@ async def _trace_failure(name: str, error: str) -> None:
         raise SectionFailed(error)
 
     try:
-        await RunnableLambda(fail, name=name).ainvoke(None, config={"run_name": name})
+        await RunnableLambda(fail, name=name).ainvoke(None, config=RunnableConfig(run_name=name))
     except SectionFailed:
         pass
 
