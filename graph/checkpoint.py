@@ -64,6 +64,11 @@ async def _close_sqlite(conn: Any, lock: asyncio.Lock | None) -> None:
             await conn.rollback()
         finally:
             await conn.close()
+    # close() returns when the worker thread has taken its stop signal, a moment before the thread ends: wait for
+    # it, so a caller that continues (a script re-running after a crash) starts with no thread of this run left.
+    thread = getattr(conn, "_thread", None)
+    if thread is not None:
+        await asyncio.to_thread(thread.join, 30)
 
 
 async def _finish(coro: Any) -> None:
