@@ -64,15 +64,21 @@ class Context:
         """`get_validator` for nodes: the first call builds it in a worker thread (it looks for the toolchain and
         the sandbox on disk, which must not block the event loop)."""
         if self.validator is None and "validator" not in self._cache:
-            # Also runs `zig version` once (cached), which the validator's cache keys need.
-            await asyncio.to_thread(lambda: self.get_validator().executor.cache_key_parts())
+            async with self._build_lock():  # concurrent sections: one validator (one cache, one semaphore)
+                # Also runs `zig version` once (cached), which the validator's cache keys need.
+                await asyncio.to_thread(lambda: self.get_validator().executor.cache_key_parts())
         return self.get_validator()
 
     async def aget_generator(self) -> PairGenerator:
         """`get_generator` for nodes, built in a worker thread the first time."""
         if self.generator is None and "generator" not in self._cache:
-            await asyncio.to_thread(self.get_generator)
+            async with self._build_lock():  # concurrent sections: one client, one rate limiter, one stop flag
+                await asyncio.to_thread(self.get_generator)
         return self.get_generator()
+
+    def _build_lock(self) -> asyncio.Lock:
+        lock: asyncio.Lock = self._cache.setdefault("build_lock", asyncio.Lock())
+        return lock
 
     async def aclose(self) -> None:
         """Close the services this Context built (injected ones belong to the caller)."""
