@@ -204,3 +204,22 @@ def test_graph_schemas_and_public_api() -> None:
     assert "export" in g.get_output_jsonschema()["properties"]
     assert doctune.Context is Context
     assert {doctune.run, doctune.status, doctune.retry} and doctune.arun.__module__ == "doctune.lifecycle"
+
+
+def test_script_lifecycle_as_in_the_readme(tmp_path: Path, cache_dir: Path) -> None:
+    """README "From Python": doctune.run / status / retry from a plain (sync) script."""
+    import doctune
+
+    from tests.reliability.harness import zig_doc
+
+    doc = tmp_path / "guide.md"
+    doc.write_text(zig_doc(2), encoding="utf-8")
+    settings = doctune.load_settings(generator={"kind": "doc-examples"},
+                                     validator={"cache_path": str(cache_dir / "verdicts.sqlite")})
+    summary = doctune.run([str(doc)], tmp_path / "out", settings, max_sections=5)
+    assert summary.accepted == 2 and Path(summary.export["dataset_path"]).is_dir()
+    st = doctune.status(tmp_path / "out")
+    assert (st.state, st.done, st.failed) == ("completed", 2, 0)
+    assert doctune.retry(tmp_path / "out") is None  # nothing failed: nothing to retry
+    with pytest.raises(doctune.errors.InputError, match="max_sections"):
+        doctune.run([str(doc)], tmp_path / "other", settings, max_sections=-3)
