@@ -22,7 +22,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from doctune import prompts
-from doctune.errors import ConfigError, DoctuneError, EndpointError
+from doctune.errors import AccessError, ConfigError, DoctuneError, EndpointError
 from doctune.settings import LLMSettings
 
 T = TypeVar("T", bound=BaseModel)
@@ -32,13 +32,15 @@ MAX_BACKOFF_S = 60.0
 class GenerationError(DoctuneError):
     """The model's answer could not be used (malformed, truncated, empty, wrong shape) even after feedback.
 
-    ``raw`` keeps the last raw answer text; ``usage`` the tokens spent on the failed attempts.
+    ``raw`` keeps the last raw answer text; ``usage`` the tokens spent on the failed attempts; ``reason`` what was
+    wrong with it, in a few words (no model name: it groups rejects).
     """
 
-    def __init__(self, message: str, raw: str | None = None, usage: Usage | None = None):
+    def __init__(self, message: str, raw: str | None = None, usage: Usage | None = None, reason: str | None = None):
         super().__init__(message)
         self.raw = raw
         self.usage = usage or Usage()
+        self.reason = reason or message
 
 
 class Usage(BaseModel):
@@ -125,8 +127,12 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def is_llm_failure(exc: BaseException) -> bool:
-    """An error of the model or its endpoint (unusable answer, refused or failing endpoint, timeout): one
-    section's problem, never a reason to stop a whole run. Bugs and toolchain errors are not."""
+    """An error of the model or its endpoint (unusable answer, failing endpoint, timeout): one section's problem,
+    never a reason to stop a whole run. Bugs, toolchain errors and a refused key/model (AccessError, 401/403/404:
+    no section could succeed) are not."""
+    if isinstance(exc, (AccessError, openai.AuthenticationError, openai.PermissionDeniedError,
+                        openai.NotFoundError)):
+        return False
     if isinstance(exc, (GenerationError, EndpointError, openai.APIError)):
         return True
     return is_transient(exc)
@@ -148,15 +154,15 @@ def retry_after_s(exc: BaseException) -> float | None:
     return None
 
 
-def _permanent_error(exc: BaseException, llm: LLMSettings) -> EndpointError | None:
+def _permanent_error(exc: BaseException, llm: LLMSettings) -> AccessError | None:
     """Turn 401/403/404 into an error a user can act on (the key is never included)."""
     where = llm.resolved_base_url()
     if isinstance(exc, openai.AuthenticationError):
-        return EndpointError(f"{where} refused the API key (401): set llm.api_key or OPENAI_API_KEY")
+        return AccessError(f"{where} refused the API key (401): set llm.api_key or OPENAI_API_KEY")
     if isinstance(exc, openai.PermissionDeniedError):
-        return EndpointError(f"{where} denied access (403) to model {llm.model!r}")
+        return AccessError(f"{where} denied access (403) to model {llm.model!r}")
     if isinstance(exc, openai.NotFoundError):
-        return EndpointError(f"{where} has no model {llm.model!r} or no /chat/completions route (404)")
+        return AccessError(f"{where} has no model {llm.model!r} or no /chat/completions route (404)")
     return None
 
 
@@ -221,11 +227,14 @@ class StructuredCaller:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: Any = None
         self._bound: dict[type[BaseModel], Any] = {}
+        self.stopped: AccessError | None = None  # set by the first 401/403/404: no request is sent after it
+        self._answered = False  # the endpoint has answered once (then requests go out concurrently)
+        self._first: asyncio.Lock | None = None
 
     def _runnable(self, schema: type[BaseModel]) -> Any:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # HTTP connections belong to one event loop: new loop, new client
-            self._loop, self._bound = loop, {}
+            self._loop, self._bound, self._first = loop, {}, asyncio.Lock()
             self._client = openai.DefaultAsyncHttpxClient(timeout=self.llm.timeout_s)
             self.model = build_chat_model(self.llm, async_client=self._client)
         if schema not in self._bound:
@@ -257,7 +266,7 @@ class StructuredCaller:
                 return parsed, usage, text
             feedback = prompts.render("format_feedback", error=error, shape=shape)
             msgs = [*msgs, AIMessage(content=text or "(empty answer)"), HumanMessage(content=feedback)]
-        raise GenerationError(f"unusable answer from {self.llm.model}: {error}", raw=text, usage=usage)
+        raise GenerationError(f"unusable answer from {self.llm.model}: {error}", raw=text, usage=usage, reason=error)
 
     async def _invoke(self, schema: type[T], msgs: list[BaseMessage],
                       config: dict[str, Any] | None) -> tuple[Any, T | None, str]:
@@ -265,12 +274,13 @@ class StructuredCaller:
         for attempt in range(self.llm.max_retries + 1):
             await self.limiter.acquire()
             try:
-                out = await self._runnable(schema).ainvoke(msgs, config=config)
+                out = await self._send(schema, msgs, config)
             except openai.LengthFinishReasonError as e:  # json_schema: the client refuses truncated answers
                 msg = _message_from_completion(e.completion)
                 return msg, None, "the answer was cut off at max_tokens (finish_reason=length)"
             except Exception as e:
                 if (perm := _permanent_error(e, self.llm)) is not None:
+                    self.stopped = perm
                     raise perm from None
                 if not is_transient(e) or attempt >= self.llm.max_retries:
                     raise
@@ -278,6 +288,26 @@ class StructuredCaller:
                 continue
             return (out["raw"], *self._check(schema, out))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _send(self, schema: type[T], msgs: list[BaseMessage], config: dict[str, Any] | None) -> Any:
+        """One request. Until the endpoint has answered once, requests go out one at a time, so a refused key or
+        an unknown model costs one request, not one per concurrent section; after a refusal none is sent."""
+        if self.stopped is not None:
+            raise AccessError(str(self.stopped))
+        runnable = self._runnable(schema)
+        if self._answered:
+            return await runnable.ainvoke(msgs, config=config)
+        assert self._first is not None
+        async with self._first:
+            if self.stopped is not None:
+                raise AccessError(str(self.stopped))
+            try:
+                out = await runnable.ainvoke(msgs, config=config)
+            except openai.LengthFinishReasonError:
+                self._answered = True
+                raise
+            self._answered = True
+            return out
 
     def _check(self, schema: type[T], out: dict[str, Any]) -> tuple[T | None, str]:
         msg = out["raw"]

@@ -119,8 +119,9 @@ async def generate_pairs(section: Section, settings: Settings, *, covered: Seque
     """Pairs grounded in ``section``: one pass, plus continuation passes (asking for aspects not yet covered)
     when the section is longer than ``generator.continuation_chars``, up to ``generator.max_continuations``.
 
-    Raises GenerationError (with the raw answer) when the first pass gives nothing usable, EndpointError for a
-    refused endpoint, and transient errors once our retries are spent.
+    A first answer that stays unusable after the format re-asks (not JSON, cut off at max_tokens, empty) is
+    returned as a rejected pair holding the raw text (reason ``unusable_answer: ...``): the model failed, not the
+    infrastructure. Raises AccessError for a refused key/model and transient errors once our retries are spent.
     """
     gs = settings.generator
     n = n or gs.pairs_per_section
@@ -129,18 +130,20 @@ async def generate_pairs(section: Section, settings: Settings, *, covered: Seque
     result = GenerationResult(prompt_hash=phash)
     seen, done = list(covered), {c.strip().lower() for c in covered}
     passes = 1 + (gs.max_continuations if len(section.text) > gs.continuation_chars else 0)
+    raw = ""
     for k in range(passes):
         cfg = {"run_name": "llm:generate", "tags": [f"section:{section.id}"],
                "metadata": {"model": settings.llm.model, "prompt_hash": phash, "pass": k, "section_id": section.id}}
         try:
-            answer, usage, _ = await caller.call(GeneratedPairs, _messages(section, n, _code_count(n, settings), seen),
+            answer, usage, raw = await caller.call(GeneratedPairs, _messages(section, n, _code_count(n, settings), seen),
                                                  shape=PAIRS_SHAPE, config=cfg)
         except GenerationError as e:
             result.usage = result.usage + e.usage
-            if k == 0:
-                e.usage = result.usage
-                raise
-            result.errors.append(f"pass {k}: {e}")
+            if k == 0:  # nothing usable at all: the answer itself is the rejected "pair", kept with its text
+                result.rejected.append(RejectedPair(pair=unusable_pair(section, settings, phash, e),
+                                                    reason=f"unusable_answer: {e.reason}"))
+            else:
+                result.errors.append(f"pass {k}: {e}")
             break
         result.usage, result.passes = result.usage + usage, k + 1
         new = 0
@@ -159,9 +162,29 @@ async def generate_pairs(section: Section, settings: Settings, *, covered: Seque
         if new == 0:
             break  # the model has nothing new to say about this section
     if not result.pairs and not result.rejected:
-        raise GenerationError(f"the model returned no pairs for section {section.heading_path!r}", usage=result.usage)
+        empty = GenerationError("the model returned no pairs", raw=raw, reason="the model returned no pairs")
+        result.rejected.append(RejectedPair(pair=unusable_pair(section, settings, phash, empty),
+                                            reason=f"unusable_answer: {empty.reason}"))
     _spread_usage(result)
     return result
+
+
+def unusable_pair(section: Section, settings: Settings, phash: str, err: GenerationError) -> Pair:
+    """A model answer that could not be used, as a pair record: the response is the raw text (for rejected.jsonl),
+    the id a hash of section and text (a resumed run that gets the same answer writes the same record)."""
+    raw = err.raw or ""
+    return Pair(
+        id="u-" + sha256(f"{section.id}|{raw}"),
+        section_id=section.id,
+        heading_path=section.heading_path,
+        source=section.source,
+        instruction=f"(the model's answer for section {section.heading_path or section.title!r})",
+        response=raw,
+        kind="conceptual",
+        generator=f"llm:{settings.llm.model}",
+        prompt_hash=phash,
+        meta={"unusable": err.reason},
+    )
 
 
 def _spread_usage(result: GenerationResult) -> None:

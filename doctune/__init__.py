@@ -2,7 +2,8 @@
 
 Public API::
 
-    from doctune import build_graph, load_settings
+    from doctune import build_graph, load_settings, Context     # the graph and what it runs with
+    from doctune import run, status, retry                       # a run's lifecycle (sync; arun/astatus/aretry async)
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "build_graph", "load_settings"]
+__all__ = ["Context", "__version__", "arun", "aretry", "astatus", "build_graph", "load_settings", "retry", "run",
+           "status"]
+_LIFECYCLE = ("run", "status", "retry", "arun", "astatus", "aretry")
 
 
 def _source_checkout_path() -> list[str]:
@@ -30,7 +33,9 @@ def _source_checkout_path() -> list[str]:
 __path__ += [p for p in _source_checkout_path() if p not in __path__]  # noqa: PLE0605
 
 if TYPE_CHECKING:  # pragma: no cover
+    from doctune.graph.context import Context
     from doctune.graph.graph import build_graph
+    from doctune.lifecycle import aretry, arun, astatus, retry, run, status
     from doctune.settings import load_settings
 
 
@@ -44,4 +49,12 @@ def __getattr__(name: str) -> Any:
         from doctune.settings import load_settings
 
         return load_settings
+    if name == "Context":
+        from doctune.graph.context import Context
+
+        return Context
+    if name in _LIFECYCLE:
+        from doctune import lifecycle
+
+        return getattr(lifecycle, name)
     raise AttributeError(name)

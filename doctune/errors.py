@@ -19,3 +19,12 @@ class ToolchainError(DoctuneError):
 
 class EndpointError(DoctuneError):
     """An LLM / Codapi endpoint is unreachable or refused us (bad key, 4xx)."""
+
+
+class AccessError(EndpointError):
+    """The endpoint refused us for good (401 key, 403 permission, 404 model): no section can succeed, so the whole
+    run stops at once instead of asking again for every section."""
+
+
+class Interrupted(DoctuneError):
+    """The run was stopped (Ctrl-C / SIGINT, SIGTERM); its checkpoints are kept and it can be resumed."""

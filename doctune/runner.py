@@ -1,5 +1,8 @@
 """Drive one pipeline run: pick the run id, open the checkpointer, start/resume/skip, show progress, summarise.
 
+The lifecycle around it (run.json's settings of record, attempts, the run lock, retry, status) is
+`doctune.lifecycle`; scripts call `doctune.run` / `doctune.retry` / `doctune.status` rather than this.
+
 A run is identified by its inputs (doc contents + the settings that shape the output), so running the same
 command again resumes the same LangGraph thread: finished sections are not redone, a finished run is not rerun.
 """
@@ -84,12 +87,10 @@ async def run_pipeline(
     from doctune.graph.checkpoint import open_checkpointer
     from doctune.graph.context import Context
     from doctune.graph.graph import build_graph
-    from doctune.progress import RunProgress
 
     t0 = time.monotonic()
     run_id = run_id or compute_run_id(docs, max_sections, settings)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_run_file(out_dir, run_id, docs, max_sections, settings)
     ctx = context or Context(settings=settings, out_dir=out_dir)
     config = {
         "configurable": {"thread_id": run_id},
@@ -98,28 +99,38 @@ async def run_pipeline(
         **trace_config(run_id, docs, settings),
     }
     async with open_checkpointer(settings.checkpoint.url, out_dir) as saver:
-        graph = build_graph(checkpointer=saver)
-        snap = await graph.aget_state(config)
-        # A killed run can stop after a step's writes were saved but before the next checkpoint was: then the
-        # snapshot has tasks (all with results) and no `next`. Only a finished run has neither.
-        unfinished = bool(snap.next or snap.tasks)
-        if snap.values and not unfinished:
-            status, values = "already_complete", snap.values
-        else:
-            status = "resumed" if unfinished else "completed"
-            inp = None if unfinished else {"docs": docs, "max_sections": max_sections}
-            done_before = sum(1 for t in snap.tasks if t.name == "section" and t.result is not None)
-            with RunProgress(enabled=show_progress) as prog:
-                prog.sections_done(done_before, len(snap.values.get("section_ids", [])) or None)
-                # Run-level updates only: the bar advances when a section branch hands back its result
-                # (streaming every subgraph step as well costs ~10% of the run's CPU at 200 sections).
-                async for update in graph.astream(inp, config, context=ctx, stream_mode="updates"):
-                    prog.on_update(update)
-            values = (await graph.aget_state(config)).values
-        if context is None:
-            await ctx.aclose()
+        try:
+            status, values = await _drive(build_graph(checkpointer=saver), docs, max_sections, config, ctx,
+                                          show_progress)
+        finally:  # every exit path (an error, Ctrl-C) closes what this run opened: HTTP clients, verdict cache
+            if context is None:
+                await ctx.aclose()
     _flush_traces()
     return summarize(run_id, status, generator_kind(settings), values, time.monotonic() - t0)
+
+
+async def _drive(graph: Any, docs: list[str], max_sections: int | None, config: dict[str, Any], ctx: Any,
+                 show_progress: bool) -> tuple[str, dict[str, Any]]:
+    """Start, resume or skip the run's thread; (status, final values)."""
+    from doctune.graph.names import SECTION
+    from doctune.progress import RunProgress
+
+    snap = await graph.aget_state(config)
+    # A killed run can stop after a step's writes were saved but before the next checkpoint was: then the
+    # snapshot has tasks (all with results) and no `next`. Only a finished run has neither.
+    unfinished = bool(snap.next or snap.tasks)
+    if snap.values and not unfinished:
+        return "already_complete", snap.values
+    status = "resumed" if unfinished else "completed"
+    inp = None if unfinished else {"docs": docs, "max_sections": max_sections}
+    done_before = sum(1 for t in snap.tasks if t.name == SECTION and t.result is not None)
+    with RunProgress(enabled=show_progress) as prog:
+        prog.sections_done(done_before, len(snap.values.get("section_ids", [])) or None)
+        # Run-level updates only: the bar advances when a section branch hands back its result
+        # (streaming every subgraph step as well costs ~10% of the run's CPU at 200 sections).
+        async for update in graph.astream(inp, config, context=ctx, stream_mode="updates"):
+            prog.on_update(update)
+    return status, (await graph.aget_state(config)).values
 
 
 def trace_config(run_id: str, docs: list[str], settings: Settings) -> dict[str, Any]:
@@ -176,8 +187,3 @@ def summarize(run_id: str, status: str, generator: str, values: dict[str, Any], 
         train=values.get("train", {}),
         evaluation=values.get("evaluation", {}),
     )
-
-
-def _write_run_file(out_dir: Path, run_id: str, docs: list[str], max_sections: int | None, s: Settings) -> None:
-    info = {"run_id": run_id, "docs": docs, "max_sections": max_sections, "settings": s.public_dict()}
-    (out_dir / "run.json").write_text(json.dumps(info, indent=2, default=str), encoding="utf-8")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,24 +22,75 @@ async def open_checkpointer(url: str | None, out_dir: Path) -> AsyncIterator[Any
                 "checkpoint.url is a Postgres URL but the Postgres saver is missing: pip install 'doctune[postgres]'"
             ) from None
         async with AsyncPostgresSaver.from_conn_string(url) as saver:
-            await _setup_serialized(saver)
-            yield saver
+            try:
+                await _setup_serialized(saver)
+                yield saver
+            finally:  # after any write still in flight (see _close_sqlite), roll back what a crashed step left
+                await _finish(_rollback_pg(saver.conn, saver.lock))
         return
     if url and not url.startswith("sqlite:"):
         raise ConfigError(f"checkpoint.url must be postgresql://... or sqlite:PATH, not {url.split(':')[0]}:...")
+    import aiosqlite
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
     path = Path(url.removeprefix("sqlite:")) if url else out_dir / "state.sqlite"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
-        # Wait for a writer instead of failing after sqlite3's 5 s default: `doctune status`, a retry or the tail
-        # of a crashed run in the same process may hold the write lock for a moment under load.
-        await saver.conn.execute("PRAGMA busy_timeout = 60000")
+    await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+    conn = await aiosqlite.connect(str(path))
+    sqlite_saver: AsyncSqliteSaver | None = None
+    try:
+        # Wait for a writer instead of failing after sqlite3's 5 s default: `doctune status` or a retry may hold
+        # the write lock for a moment under load.
+        await conn.execute("PRAGMA busy_timeout = 60000")
         # The saver runs in WAL mode; with synchronous=NORMAL a commit no longer waits for an fsync. A killed
         # process (kill -9, OOM) loses nothing (the WAL is in the OS page cache); only a power cut can drop the
         # last steps, and those are simply re-run on resume.
-        await saver.conn.execute("PRAGMA synchronous = NORMAL")
-        yield saver
+        await conn.execute("PRAGMA synchronous = NORMAL")
+        sqlite_saver = AsyncSqliteSaver(conn)
+        yield sqlite_saver
+    finally:
+        await _finish(_close_sqlite(conn, sqlite_saver.lock if sqlite_saver is not None else None))
+
+
+async def _close_sqlite(conn: Any, lock: asyncio.Lock | None) -> None:
+    """Roll back what a crashed or cancelled step left uncommitted, then close (and end aiosqlite's thread).
+
+    When a run fails, LangGraph may still be writing a branch's results (`aput_writes`, cancelled or not) while
+    we get here. Under the saver's own lock that write finishes first, and a later one finds the connection
+    closed; a write slipping in between our rollback and the close would leave a transaction open on a closed
+    ("zombie") connection — its write lock held until garbage collection, and a re-run in the same process
+    failing with `database is locked`."""
+    async with lock or asyncio.Lock():
+        try:
+            await conn.rollback()
+        finally:
+            await conn.close()
+    # close() returns when the worker thread has taken its stop signal, a moment before the thread ends: wait for
+    # it, so a caller that continues (a script re-running after a crash) starts with no thread of this run left.
+    thread = getattr(conn, "_thread", None)
+    if thread is not None:
+        await asyncio.to_thread(thread.join, 30)
+
+
+async def _finish(coro: Any) -> None:
+    """Await `coro` to the end even if this task is cancelled meanwhile (Ctrl-C during cleanup); the
+    cancellation is re-raised afterwards."""
+    task = asyncio.ensure_future(coro)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled():
+                break
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+
+
+async def _rollback_pg(conn: Any, lock: asyncio.Lock) -> None:
+    async with lock:
+        if not conn.closed:
+            await conn.rollback()
 
 
 _SETUP_LOCK = 0x646F6374  # any fixed 64-bit key: "doct"

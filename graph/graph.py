@@ -16,6 +16,18 @@ from langgraph.types import RetryPolicy
 
 from doctune.graph import nodes
 from doctune.graph.context import Context
+from doctune.graph.names import (
+    CURATE,
+    EVALUATE,
+    EXPORT,
+    FINISH,
+    GENERATE,
+    REPAIR,
+    SECTION,
+    SPLIT,
+    TRAIN,
+    VALIDATE,
+)
 from doctune.graph.state import RunInput, RunOutput, RunState, SectionInput, SectionOutput, SectionState
 
 
@@ -37,32 +49,32 @@ LLM_RETRY = RetryPolicy(max_attempts=2, initial_interval=1.0, retry_on=_transien
 def build_section_graph() -> Any:
     """Per-section subgraph reached by Send; the repair loop is bounded by settings.generator.max_repairs."""
     g = StateGraph(SectionState, context_schema=Context, input_schema=SectionInput, output_schema=SectionOutput)
-    g.add_node("generate", nodes.generate, retry_policy=LLM_RETRY)
-    g.add_node("validate", nodes.validate)
-    g.add_node("repair", nodes.repair, retry_policy=LLM_RETRY)
-    g.add_node("finish", nodes.finish)
-    g.add_edge(START, "generate")
-    g.add_edge("generate", "validate")
-    g.add_conditional_edges("validate", nodes.route_after_validate, ["repair", "finish"])
-    g.add_edge("repair", "validate")
-    g.add_edge("finish", END)
+    g.add_node(GENERATE, nodes.generate, retry_policy=LLM_RETRY)
+    g.add_node(VALIDATE, nodes.validate)
+    g.add_node(REPAIR, nodes.repair, retry_policy=LLM_RETRY)
+    g.add_node(FINISH, nodes.finish)
+    g.add_edge(START, GENERATE)
+    g.add_edge(GENERATE, VALIDATE)
+    g.add_conditional_edges(VALIDATE, nodes.route_after_validate, [REPAIR, FINISH])
+    g.add_edge(REPAIR, VALIDATE)
+    g.add_edge(FINISH, END)
     return g.compile()
 
 
 def build_graph(checkpointer: Any = None) -> Any:
     """The whole pipeline as a compiled LangGraph graph (`from doctune import build_graph`)."""
     g = StateGraph(RunState, context_schema=Context, input_schema=RunInput, output_schema=RunOutput)
-    g.add_node("split", nodes.split)
-    g.add_node("section", build_section_graph())
-    g.add_node("curate", nodes.curate)
-    g.add_node("export", nodes.export)
-    g.add_node("train", nodes.train)
-    g.add_node("evaluate", nodes.evaluate)
-    g.add_edge(START, "split")
-    g.add_conditional_edges("split", nodes.fan_out, ["section", "curate"])
-    g.add_edge("section", "curate")
-    g.add_edge("curate", "export")
-    g.add_conditional_edges("export", nodes.route_after_export, ["train", END])
-    g.add_edge("train", "evaluate")
-    g.add_edge("evaluate", END)
+    g.add_node(SPLIT, nodes.split)
+    g.add_node(SECTION, build_section_graph())
+    g.add_node(CURATE, nodes.curate)
+    g.add_node(EXPORT, nodes.export)
+    g.add_node(TRAIN, nodes.train)
+    g.add_node(EVALUATE, nodes.evaluate)
+    g.add_edge(START, SPLIT)
+    g.add_conditional_edges(SPLIT, nodes.fan_out, [SECTION, CURATE])
+    g.add_edge(SECTION, CURATE)
+    g.add_edge(CURATE, EXPORT)
+    g.add_conditional_edges(EXPORT, nodes.route_after_export, [TRAIN, END])
+    g.add_edge(TRAIN, EVALUATE)
+    g.add_edge(EVALUATE, END)
     return g.compile(checkpointer=checkpointer)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -10,7 +11,8 @@ from typing import Any, Literal, TypeVar
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
-from doctune.graph.context import Context, resolve
+from doctune.graph.context import Context, aresolve, resolve
+from doctune.graph.names import CURATE, SECTION
 from doctune.graph.state import RunState, SectionResult, SectionState
 from doctune.schemas import Attempt, Pair, Verdict, extract_zig_blocks, sha256
 
@@ -23,11 +25,9 @@ async def split(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Split the docs into sections, store them, keep their ids (first `max_sections` in document order)."""
     from doctune.agents.splitter import split_paths
 
-    ctx = resolve(runtime.context)
-    sections = split_paths(state["docs"], ctx.settings.split)
-    store = ctx.store
-    for s in sections:
-        store.put_section(s)
+    ctx = await aresolve(runtime.context)
+    sections = await asyncio.to_thread(split_paths, state["docs"], ctx.settings.split)
+    await ctx.astore.put_sections(sections)
     limit = state.get("max_sections")
     chosen = sections[:limit] if limit else sections
     return {"section_ids": [s.id for s in chosen], "sections_total": len(sections)}
@@ -40,7 +40,7 @@ def fan_out(state: RunState) -> list[Send] | Literal["curate"]:
     of the sections it keeps, so only the failed ones are sent again. (A fresh run has no results at this point.)
     """
     have = {r["section_id"] for r in state.get("results", [])}
-    return [Send("section", {"section_id": sid}) for sid in state["section_ids"] if sid not in have] or "curate"
+    return [Send(SECTION, {"section_id": sid}) for sid in state["section_ids"] if sid not in have] or CURATE
 
 
 # ---------------------------------------------------------------- section subgraph
@@ -49,26 +49,27 @@ def fan_out(state: RunState) -> list[Send] | Literal["curate"]:
 async def generate(state: SectionState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Ask the generator for pairs grounded in the section; store them; queue them for validation.
 
-    Pairs the LLM generator dropped before validation (no ```zig block, empty, duplicate) are stored too and
-    recorded as rejected with their reason. A generation that fails for good (unusable answers, a refused
-    endpoint, transient errors after every retry) ends the section with `error` set instead of stopping the run.
+    Pairs the LLM generator dropped before validation (no ```zig block, empty, duplicate, an unusable answer with
+    its raw text) are stored too and recorded as rejected with their reason. An endpoint that keeps failing
+    (transient errors after every retry) ends the section with `error` set; a refused key or model (AccessError)
+    stops the whole run.
     """
-    ctx = resolve(runtime.context)
-    section = ctx.store.get_section(state["section_id"])
+    ctx = await aresolve(runtime.context)
+    section = await ctx.astore.get_section(state["section_id"])
     if len(section.text) < ctx.settings.generator.min_section_chars:
         return {"pending": [], "generated": 0, "attempt": 0}
-    gen = ctx.get_generator()
+    gen = await ctx.aget_generator()
     rejected: list[dict[str, str]] = []
     try:
         if hasattr(gen, "generate_result"):  # the LLM agent: also says what it dropped, and the tokens
-            result = await _named_run(f"generate:{section.id}", section.id, partial(gen.generate_result, section))
+            result = await _named_run(f"generate: {_label(section)}", section.id, partial(gen.generate_result, section))
             pairs, tokens = result.pairs, {"input": result.usage.input, "output": result.usage.output}
             for r in result.rejected:
                 r.pair.attempts.append(Attempt(n=0, code_hash=_code_hash(r.pair)))
-                ctx.store.put_pair(r.pair)
                 rejected.append({"pair_id": r.pair.id, "reason": r.reason})
+            await ctx.astore.put_pairs([r.pair for r in result.rejected])
         else:
-            pairs = await _named_run(f"generate:{section.id}", section.id, partial(gen.generate, section))
+            pairs = await _named_run(f"generate: {_label(section)}", section.id, partial(gen.generate, section))
             tokens = _tokens(pairs)
     except Exception as e:
         if not _section_failure(e, runtime):
@@ -80,7 +81,7 @@ async def generate(state: SectionState, runtime: Runtime[Context]) -> dict[str, 
         pairs = [p for p in pairs if p.code_blocks()]
     for p in pairs:
         p.attempts.append(Attempt(n=0, code_hash=_code_hash(p)))
-        ctx.store.put_pair(p)
+    await ctx.astore.put_pairs(pairs)
     return {"pending": [p.id for p in pairs], "generated": len(pairs) + len(rejected), "attempt": 0,
             "tokens": tokens, "rejected": rejected}
 
@@ -89,15 +90,15 @@ async def validate(state: SectionState, runtime: Runtime[Context]) -> dict[str, 
     """Compile and run every Zig block of the pending pairs; split them into accepted and failing."""
     from doctune.agents.validator import BlockInput
 
-    ctx = resolve(runtime.context)
-    pairs = [ctx.store.get_pair(pid) for pid in state.get("pending", [])]
+    ctx = await aresolve(runtime.context)
+    pairs = await ctx.astore.get_pairs(state.get("pending", []))
     items: list[BlockInput] = []
     owners: list[int] = []
     for i, p in enumerate(pairs):
         for j, code in enumerate(blocks_to_check(p)):
             items.append(BlockInput(id=f"{p.id}#{j}", code=code, expect=p.expect, mode=_mode_for(p)))
             owners.append(i)
-    verdicts = await ctx.get_validator().validate_many(items) if items else []
+    verdicts = await (await ctx.aget_validator()).validate_many(items) if items else []
     per_pair: dict[int, list[Verdict]] = {}
     for i, v in zip(owners, verdicts, strict=True):
         per_pair.setdefault(i, []).append(v)
@@ -110,18 +111,18 @@ async def validate(state: SectionState, runtime: Runtime[Context]) -> dict[str, 
         p.evidence = _weakest_evidence(vs) if bad is None else "none"
         if p.attempts:
             p.attempts[-1].verdict = p.verdict.verdict if p.verdict else None
-        ctx.store.put_pair(p)
         if bad is None:
             accepted.append(p.id)
         elif bad.verdict == "infra_error":
             infra.append({"pair_id": p.id, "reason": "infra_error"})
         else:
             failing.append(p.id)
+    await ctx.astore.put_pairs(pairs)
     return {"accepted": accepted, "failing": failing, "rejected": infra, "pending": []}
 
 
 def route_after_validate(state: SectionState, runtime: Runtime[Context]) -> Literal["repair", "finish"]:
-    ctx = resolve(runtime.context)
+    ctx = resolve(runtime.context)  # a router runs after a node resolved the context: cached, no I/O
     can = ctx.get_generator().can_repair and state.get("attempt", 0) < ctx.settings.generator.max_repairs
     return "repair" if state.get("failing") and can and not state.get("error") else "finish"
 
@@ -132,14 +133,14 @@ async def repair(state: SectionState, runtime: Runtime[Context]) -> dict[str, An
     Each attempt keeps the feedback that was really sent. A repair the model botched rejects that pair with the
     reason; an endpoint that fails for good ends the section with `error` (pairs accepted so far are kept).
     """
-    ctx = resolve(runtime.context)
-    gen = ctx.get_generator()
+    ctx = await aresolve(runtime.context)
+    gen = await ctx.aget_generator()
     attempt = state.get("attempt", 0) + 1
     pending, rejected = [], []
     tokens = dict(state.get("tokens") or {"input": 0, "output": 0})
     failing = list(state.get("failing", []))
     for i, pid in enumerate(failing):
-        old = ctx.store.get_pair(pid)
+        old = await ctx.astore.get_pair(pid)
         if old.attempts and old.attempts[-1].n == attempt:
             # Already repaired in this round by an attempt of this node that did not finish (a retried transient
             # error, or a killed process): keep that answer, do not ask the model again.
@@ -148,7 +149,7 @@ async def repair(state: SectionState, runtime: Runtime[Context]) -> dict[str, An
             continue
         assert old.verdict is not None
         try:
-            new = await _named_run(f"repair:{state['section_id']}", state["section_id"],
+            new = await _named_run(f"repair: {await _heading(ctx, state['section_id'])}", state["section_id"],
                                    partial(gen.repair, old, old.verdict), attempt=attempt, pair_id=pid)
         except Exception as e:
             if not _section_failure(e, runtime):
@@ -165,19 +166,19 @@ async def repair(state: SectionState, runtime: Runtime[Context]) -> dict[str, An
         new.attempts = [*old.attempts, Attempt(n=attempt, code_hash=_code_hash(new), feedback=feedback)]
         for k, v in _tokens([new]).items():
             tokens[k] = tokens.get(k, 0) + v
-        ctx.store.put_pair(new)
+        await ctx.astore.put_pairs([new])
         pending.append(pid)
     return {"pending": pending, "failing": [], "rejected": rejected, "attempt": attempt, "tokens": tokens}
 
 
 async def finish(state: SectionState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Reject what still fails and hand one small result back to the run."""
-    ctx = resolve(runtime.context)
+    ctx = await aresolve(runtime.context)
     rejected = list(state.get("rejected", []))
-    for pid in state.get("failing", []):
-        v = ctx.store.get_pair(pid).verdict
-        rejected.append({"pair_id": pid, "reason": v.verdict if v else "no_verdict"})
-    repairs = {pid: len(ctx.store.get_pair(pid).attempts) - 1 for pid in state.get("accepted", [])}
+    for p in await ctx.astore.get_pairs(list(state.get("failing", []))):
+        rejected.append({"pair_id": p.id, "reason": p.verdict.verdict if p.verdict else "no_verdict"})
+    accepted = await ctx.astore.get_pairs(list(state.get("accepted", [])))
+    repairs = {p.id: len(p.attempts) - 1 for p in accepted}
     result = SectionResult(
         section_id=state["section_id"],
         generated=state.get("generated", 0),
@@ -187,6 +188,8 @@ async def finish(state: SectionState, runtime: Runtime[Context]) -> dict[str, An
         tokens=dict(state.get("tokens") or {"input": 0, "output": 0}),
         error=state.get("error") or _infra_error(rejected),
     )
+    if result["error"]:
+        await _trace_failure(f"section failed: {await _heading(ctx, state['section_id'])}", result["error"])
     return {"results": [result]}
 
 
@@ -204,23 +207,25 @@ async def curate(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Dedup + decontamination (+ judge) over all accepted pairs; every drop keeps its reason."""
     from doctune.agents.curator import curate as run_curator
 
-    ctx = resolve(runtime.context)
+    ctx = await aresolve(runtime.context)
     ids = [pid for r in state.get("results", []) for pid in r["accepted"]]
-    pairs = [ctx.store.get_pair(pid) for pid in ids]
+    pairs = await ctx.astore.get_pairs(ids)
+    prompts = await asyncio.to_thread(_eval_prompts, ctx)
     judge = _judge(ctx) if ctx.settings.curator.judge else None
     try:
-        result = run_curator(pairs, ctx.settings, eval_prompts=_eval_prompts(ctx), judge=judge)
-        if inspect.isawaitable(result):  # the LLM judge makes curation async
-            result = await result
+        if judge is None:  # pure CPU and file reads (extra pairs): in a worker thread, off the event loop
+            result = await asyncio.to_thread(asyncio.run, run_curator(pairs, ctx.settings, eval_prompts=prompts))
+        else:
+            result = run_curator(pairs, ctx.settings, eval_prompts=prompts, judge=judge)
+            if inspect.isawaitable(result):  # the LLM judge makes curation async
+                result = await result
     finally:
         if judge is not None:
             await judge.aclose()
-    for p in result.kept:
-        if judge is not None or not ctx.store.has_pair(p.id):  # judge scores; merged hand-written pairs
-            ctx.store.put_pair(p)
-    for p, _ in result.dropped:
-        if judge is not None:  # the dropped pair's record says what the judge thought
-            ctx.store.put_pair(p)
+    # judge scores (kept and dropped pairs keep what the judge thought); merged hand-written pairs
+    await ctx.astore.put_pairs([p for p in result.kept if judge is not None or not await ctx.astore.has_pair(p.id)])
+    if judge is not None:
+        await ctx.astore.put_pairs([p for p, _ in result.dropped])
     return {
         "kept": [p.id for p in result.kept],
         "dropped": [{"pair_id": p.id, "reason": why} for p, why in result.dropped],
@@ -231,8 +236,8 @@ async def export(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Write pairs.jsonl, rejected.jsonl and the HF DatasetDict with its card."""
     from doctune.dataset import export_run
 
-    ctx = resolve(runtime.context)
-    info = export_run(ctx.out_dir, ctx.store, state, ctx.settings)
+    ctx = await aresolve(runtime.context)
+    info = await asyncio.to_thread(export_run, ctx.out_dir, ctx.store, state, ctx.settings)
     return {"export": info}
 
 
@@ -244,7 +249,7 @@ async def train(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     """LoRA-train on the exported dataset (preset from settings)."""
     from doctune.trainer.pipeline import train_node
 
-    ctx = resolve(runtime.context)
+    ctx = await aresolve(runtime.context)
     return {"train": await train_node(ctx.settings, ctx.out_dir, state["export"])}
 
 
@@ -252,7 +257,7 @@ async def evaluate(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]
     """Before/after pass@1 on held-out tasks -> report.md."""
     from doctune.trainer.pipeline import evaluate_node
 
-    ctx = resolve(runtime.context)
+    ctx = await aresolve(runtime.context)
     return {"evaluation": await evaluate_node(ctx.settings, ctx.out_dir, state["export"], state["train"])}
 
 
@@ -286,6 +291,32 @@ async def _named_run(name: str, section_id: str, call: Callable[[], Awaitable[T]
 
     cfg = {"run_name": name, "tags": [f"section:{section_id}"], "metadata": {"section_id": section_id, **metadata}}
     return await RunnableLambda(run, name=name).ainvoke(None, config=cfg)
+
+
+async def _trace_failure(name: str, error: str) -> None:
+    """A child run that ends in error, so a failed section shows as failed in LangSmith (the branch itself returns
+    normally: its failure is data for `doctune retry`). A no-op when tracing is off."""
+    from langchain_core.runnables import RunnableConfig, RunnableLambda
+
+    class SectionFailed(RuntimeError):
+        pass
+
+    def fail(_: object) -> None:
+        raise SectionFailed(error)
+
+    try:
+        await RunnableLambda(fail, name=name).ainvoke(None, config=RunnableConfig(run_name=name))
+    except SectionFailed:
+        pass
+
+
+async def _heading(ctx: Context, section_id: str) -> str:
+    return _label(await ctx.astore.get_section(section_id))
+
+
+def _label(section: Any) -> str:
+    """A section as LangSmith shows it: its heading path."""
+    return section.heading_path or section.title or section.id
 
 
 def _one_line(exc: BaseException) -> str:

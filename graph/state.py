@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any
+
+# Not typing.TypedDict: on 3.11 pydantic needs typing_extensions' one to build the graph's JSON schemas.
+from typing_extensions import TypedDict
 
 
 class SectionResult(TypedDict):

@@ -1,6 +1,7 @@
 """The LLM agent through the whole graph (real LangGraph, real Zig, fake OpenAI server over HTTP): the repair
-edge with the compiler's own message, pre-validation rejects, and sections whose generation fails for good
-ending with an error while the run still exports the other sections' pairs."""
+edge with the compiler's own message, pre-validation rejects, unusable answers kept as rejected pairs with their
+text, a failing endpoint ending one section with an error while the run still exports the other sections' pairs,
+and a refused key or model stopping the whole run at once."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from doctune.cli.status import read_status
-from doctune.runner import run_pipeline
+from doctune.errors import AccessError
+from doctune.lifecycle import arun, astatus
 from doctune.settings import load_settings
 from doctune.store import Store
 
@@ -30,17 +31,17 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("verdicts") / "verdicts.sqlite"
 
 
-def _settings(srv: FakeOpenAI, cache: Path, api_key: str = "sk-test", **extra: object):
+def _settings(srv: FakeOpenAI, cache: Path, api_key: str = "sk-test", concurrency: int = 2, **extra: object):
     return load_settings(
         llm={"base_url": srv.base_url, "api_key": api_key, "model": "fake-model", "max_retries": 0, "timeout_s": 10},
-        generator={"kind": "llm", "max_continuations": 0, "concurrency": 2},
+        generator={"kind": "llm", "max_continuations": 0, "concurrency": concurrency},
         validator={"cache_path": str(cache)},
         **extra,
     )
 
 
 def _run(doc: Path, out: Path, settings) -> object:
-    return asyncio.run(run_pipeline([str(doc)], out, settings, show_progress=False))
+    return asyncio.run(arun([str(doc)], out, settings))
 
 
 def _doc(tmp: Path, n: int) -> Path:
@@ -138,34 +139,69 @@ def _failing(broken: str, how: object):
     return responder
 
 
-@pytest.mark.parametrize("how", ["prose", "500"])
-def test_a_failed_section_does_not_stop_the_run(tmp_path: Path, cache: Path, how: str) -> None:
-    """Unusable answers (after the format re-ask) and a server error that outlasts every retry (client and
-    graph) both end that section with an error; the other sections are exported; status shows it failed."""
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("how", ["garbage", "truncated", "empty-list"])
+def test_unusable_answers_are_rejected_pairs_with_their_text(tmp_path: Path, cache: Path, how: str) -> None:
+    """Not JSON, cut off at max_tokens, or no pairs at all: the model failed, not the infrastructure. The section
+    is done (nothing for `retry` to re-ask), and rejected.jsonl keeps the raw answer and the reason."""
     broken = "Durable > Example 1"
-    answer = "I am sorry, I cannot write pairs." if how == "prose" else Fault("500")
+    answer = {"garbage": Fault("garbage"), "truncated": Fault("truncated"), "empty-list": {"pairs": []}}[how]
     with FakeOpenAI(_failing(broken, answer)) as srv:
+        settings = _settings(srv, cache)
+        summary = _run(_doc(tmp_path, 2), tmp_path / "out", settings)
+        sent = [r.content for r in srv.chat_requests() if zig_answers.section_of(r.body) == broken]
+    assert summary.failed_sections == 0 and summary.accepted == 1, summary
+    rows = [r for r in _rows(tmp_path / "out" / "rejected.jsonl") if r["heading_path"] == broken]
+    assert len(rows) == 1 and rows[0]["reason"].startswith("unusable_answer: "), rows
+    assert rows[0]["response"] == sent[-1] and rows[0]["generator"] == "llm:fake-model"
+    if how == "garbage":
+        assert "not valid JSON" in rows[0]["reason"] and len(sent) == 2  # first answer + one re-ask
+    if how == "truncated":
+        assert "max_tokens" in rows[0]["reason"]
+    st = asyncio.run(astatus(tmp_path / "out"))
+    assert (st.state, st.done, st.failed) == ("completed", 2, 0)
+    assert st.tokens == {"input": summary.tokens["input"], "output": summary.tokens["output"]}
+
+
+def test_a_failing_endpoint_fails_only_its_section(tmp_path: Path, cache: Path) -> None:
+    """A server error that outlasts every retry (client and graph) ends that section with an error; the other
+    sections are exported; status says completed with failures and names the section by heading."""
+    broken = "Durable > Example 1"
+    with FakeOpenAI(_failing(broken, Fault("500"))) as srv:
         settings = _settings(srv, cache)
         summary = _run(_doc(tmp_path, 2), tmp_path / "out", settings)
         calls = sum(1 for r in srv.chat_requests() if zig_answers.section_of(r.body) == broken)
     assert summary.status == "completed" and summary.failed_sections == 1 and summary.accepted == 1, summary
-    # prose: first answer + one re-ask with feedback; 500: the graph's RetryPolicy runs the node twice
-    assert calls == 2
-    failed = [json.loads(line) for line in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
+    assert calls == 2  # the graph's RetryPolicy runs the node twice (the client's max_retries is 0 here)
+    failed = _rows(tmp_path / "out" / "rejected.jsonl")
     assert [r["reason"] for r in failed] == ["section_failed"]
-    expected = "GenerationError: unusable answer" if how == "prose" else "Error code: 500"
-    assert failed[0]["error"].startswith("generate failed: ") and expected in failed[0]["error"], failed
-    st = asyncio.run(read_status(tmp_path / "out", settings))
-    assert (st.state, st.done, st.failed) == ("complete", 1, 1) and st.failures[0]["section_id"] == failed[0][
-        "section_id"]
+    assert failed[0]["error"].startswith("generate failed: ") and "Error code: 500" in failed[0]["error"], failed
+    st = asyncio.run(astatus(tmp_path / "out"))
+    assert (st.state, st.done, st.failed) == ("completed_with_failures", 1, 1)
+    assert st.failures[0]["section_id"] == failed[0]["section_id"] and st.failures[0]["heading_path"] == broken
     assert len((tmp_path / "out" / "pairs.jsonl").read_text().splitlines()) == 1
 
 
-def test_refused_key_fails_every_section_cleanly(tmp_path: Path, cache: Path) -> None:
+@pytest.mark.parametrize("status", ["401", "403", "404"])
+def test_a_refused_key_or_model_stops_the_run_at_once(tmp_path: Path, cache: Path, status: str) -> None:
+    """The endpoint lists models (preflight passes) but refuses every chat request: with 8 sections generated
+    8 at a time, the run stops after ONE chat request with an AccessError, and the attempt is recorded."""
+    with FakeOpenAI(lambda body: Fault(status)) as srv:
+        settings = _settings(srv, cache, concurrency=8)
+        with pytest.raises(AccessError, match=status):
+            _run(_doc(tmp_path, 8), tmp_path / "out", settings)
+        assert len(srv.chat_requests()) == 1, [r.status for r in srv.chat_requests()]
+    st = asyncio.run(astatus(tmp_path / "out"))
+    assert st.state == "interrupted" and st.done == 0
+    assert st.attempts[-1]["outcome"].startswith("stopped: AccessError")
+
+
+def test_a_wrong_key_is_refused_before_anything_is_written(tmp_path: Path, cache: Path) -> None:
     with FakeOpenAI(good_pair_responder, api_key="sk-right") as srv:
-        summary = _run(_doc(tmp_path, 2), tmp_path / "out", _settings(srv, cache, api_key="sk-wrong"))
-        assert len(srv.history) == 2  # permanent: neither the client nor the graph retries a 401
-    assert summary.failed_sections == 2 and summary.accepted == 0, summary
-    failed = [json.loads(line) for line in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
-    assert all("EndpointError" in r["error"] and "401" in r["error"] for r in failed), failed
-    assert "sk-wrong" not in (tmp_path / "out" / "rejected.jsonl").read_text()
+        with pytest.raises(AccessError, match="401"):
+            _run(_doc(tmp_path, 2), tmp_path / "out", _settings(srv, cache, api_key="sk-wrong"))
+        assert len(srv.history) == 1  # GET /models
+    assert not (tmp_path / "out" / "run.json").exists()

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
+import threading
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -112,25 +115,111 @@ class CountingGenerator(DocExampleGenerator):
         return await super().generate(section)
 
 
-def test_resume_does_not_regenerate_finished_sections(tmp_path: Path, cache_dir: Path) -> None:
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+def checkpoint_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """None = SQLite in the run dir; else a fresh database on the throw-away PostgreSQL of `make test`."""
+    if request.param == "sqlite":
+        yield None
+        return
+    from tests.reliability.harness import PG_ENV, pg_database
+
+    if not os.environ.get(PG_ENV):
+        pytest.skip(f"{PG_ENV} is not set: `make test` (scripts/test.sh) starts a throw-away PostgreSQL")
+    with pg_database() as url:
+        yield url
+
+
+def _nothing_left_behind(out: Path, url: str | None, threads_before: set[int]) -> None:
+    """After a run ends (even by a crash): no thread of it alive, the run lock free, the database writable."""
+    import sqlite3
+
+    from doctune.lifecycle import lock_held
+
+    # New daemon threads may stay (tqdm's monitor, started once per process); aiosqlite's connection thread is
+    # not a daemon and must be gone.
+    left = [t for t in threading.enumerate() if t.ident not in threads_before and not t.daemon]
+    assert not left, left
+    assert not lock_held(out)
+    if url is None:
+        db = sqlite3.connect(out / "state.sqlite", timeout=0)  # no waiting: a held write lock fails at once
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.rollback()
+        finally:
+            db.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            others = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                  "AND pid <> pg_backend_pid()").fetchone()[0]
+        assert others == 0, f"{others} connection(s) of the crashed run still open"
+
+
+def test_resume_does_not_regenerate_finished_sections(tmp_path: Path, cache_dir: Path,
+                                                      checkpoint_url: str | None) -> None:
+    """A script runs, the run crashes (a generator bug), the script runs again in the same process: only the
+    unfinished sections are generated again, and the crashed run left no connection, lock or thread behind
+    (once a crashed run's SQLite connection kept the write lock: `database is locked` on the re-run)."""
+    from doctune.lifecycle import arun
+
     out = tmp_path / "out"
-    settings = _settings(cache_dir, generator={"concurrency": 1})  # one branch at a time: deterministic crash point
-    gen = CountingGenerator(settings)
+    settings = _settings(cache_dir, generator={"concurrency": 1}, checkpoint={"url": checkpoint_url})
+    gen = CountingGenerator(settings)  # one branch at a time: a deterministic crash point
     from doctune.agents.splitter import split_paths
 
     ids = [s.id for s in split_paths([str(_sample())], settings.split)]
     gen.fail_on = ids[len(ids) // 2]
+    threads = {t.ident for t in threading.enumerate()}
     ctx = Context(settings=settings, out_dir=out, generator=gen)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        asyncio.run(run_pipeline([str(_sample())], out, settings, show_progress=False, context=ctx))
+        asyncio.run(arun([str(_sample())], out, settings, context=ctx))
+    _nothing_left_behind(out, checkpoint_url, threads)
     first = dict(gen.calls)
     ctx2 = Context(settings=settings, out_dir=out, generator=gen)
-    s = asyncio.run(run_pipeline([str(_sample())], out, settings, show_progress=False, context=ctx2))
+    s = asyncio.run(arun([str(_sample())], out, settings, context=ctx2))
     assert s.status == "resumed"
     assert all(n == 1 for sid, n in gen.calls.items() if sid != ids[len(ids) // 2]), gen.calls
     assert gen.calls[ids[len(ids) // 2]] == 2
     assert len(first) >= 2  # some sections had finished before the crash
     # And a third run of the same command does nothing at all.
-    s3 = asyncio.run(run_pipeline([str(_sample())], out, settings, show_progress=False, context=ctx2))
+    s3 = asyncio.run(arun([str(_sample())], out, settings, context=ctx2))
     assert s3.status == "already_complete" and s3.accepted == s.accepted
     assert gen.calls[ids[0]] == 1
+    assert [a["command"] for a in json.loads((out / "run.json").read_text())["attempts"]] == ["run", "resume", "resume"]
+    _nothing_left_behind(out, checkpoint_url, threads)
+
+
+def test_graph_schemas_and_public_api() -> None:
+    """What a script and the server read: the input/output JSON schemas (3.11: typing_extensions.TypedDict),
+    and the lifecycle exported from the package."""
+    import doctune
+    from doctune.graph.graph import build_graph
+
+    g = build_graph()
+    assert set(g.get_input_jsonschema()["properties"]) == {"docs", "max_sections"}
+    assert "export" in g.get_output_jsonschema()["properties"]
+    assert doctune.Context is Context
+    assert {doctune.run, doctune.status, doctune.retry} and doctune.arun.__module__ == "doctune.lifecycle"
+
+
+def test_script_lifecycle_as_in_the_readme(tmp_path: Path, cache_dir: Path) -> None:
+    """README "From Python": doctune.run / status / retry from a plain (sync) script."""
+    import doctune
+
+    from tests.reliability.harness import zig_doc
+
+    doc = tmp_path / "guide.md"
+    doc.write_text(zig_doc(2), encoding="utf-8")
+    settings = doctune.load_settings(generator={"kind": "doc-examples"},
+                                     validator={"cache_path": str(cache_dir / "verdicts.sqlite")})
+    summary = doctune.run([str(doc)], tmp_path / "out", settings, max_sections=5)
+    assert summary.accepted == 2 and Path(summary.export["dataset_path"]).is_dir()
+    st = doctune.status(tmp_path / "out")
+    assert (st.state, st.done, st.failed) == ("completed", 2, 0)
+    assert doctune.retry(tmp_path / "out") is None  # nothing failed: nothing to retry
+    with pytest.raises(doctune.errors.InputError, match="max_sections"):
+        doctune.run([str(doc)], tmp_path / "other", settings, max_sections=-3)

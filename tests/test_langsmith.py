@@ -11,7 +11,7 @@ import pytest
 
 from tests.fakes import zig_answers
 from tests.fakes.langsmith_server import FakeLangSmith
-from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.openai_server import FakeOpenAI, Fault
 from tests.reliability.harness import llm_env, no_traceback, run_cli, zig_doc
 
 pytestmark = pytest.mark.zig
@@ -53,14 +53,16 @@ def test_run_is_traced_without_secrets(tmp_path: Path, zstd: bool) -> None:
     llm_runs = [x for x in runs if x.get("name") == "llm:generate"]
     assert len(llm_runs) == 2 and all(any(t.startswith("section:") for t in x.get("tags", [])) for x in llm_runs)
     assert all(x["extra"]["metadata"].get("prompt_hash") for x in llm_runs)
-    # each section's agent calls sit in runs named after the section (zig_answers: one broken pair per section)
+    # each section's agent calls sit in runs named by the section's heading (zig_answers: one broken pair per
+    # section), tagged with its id
     by_id = {x["id"]: x for x in runs}
     for stage in ("generate", "repair"):
-        named = [x for x in runs if str(x.get("name", "")).startswith(f"{stage}:")]
+        named = [x for x in runs if str(x.get("name", "")).startswith(f"{stage}: ")]
         assert len(named) == 2, sorted(names)
+        assert {x["name"] for x in named} == {f"{stage}: Traced > Example 0", f"{stage}: Traced > Example 1"}
         for x in named:
-            sid = x["name"].split(":", 1)[1]
-            assert f"section:{sid}" in x["tags"] and x["extra"]["metadata"]["section_id"] == sid
+            sid = x["extra"]["metadata"]["section_id"]
+            assert f"section:{sid}" in x["tags"]
             assert by_id[x["parent_run_id"]]["name"] == stage  # under the graph node's own run
     repair_llm = [x for x in runs if x.get("name") == "llm:repair"]
     assert len(repair_llm) == 2 and all(x["extra"]["metadata"]["attempt"] == 1 for x in repair_llm)
@@ -71,3 +73,25 @@ def test_run_is_traced_without_secrets(tmp_path: Path, zstd: bool) -> None:
         assert secret not in bodies, f"{secret[:8]}... was posted to LangSmith"
     assert OPENAI_KEY not in everything  # not even in a header
     assert everything.count(LS_KEY) == sum(1 for q in ls.requests if q.headers.get("x-api-key") == LS_KEY)
+
+
+def test_a_failed_section_is_an_error_run(tmp_path: Path) -> None:
+    """A section whose endpoint keeps failing (500 after every retry) shows up red: an error run named after its
+    heading; the other section's runs are not errors."""
+    doc = tmp_path / "traced.md"
+    doc.write_text(zig_doc(2, title="Traced"), encoding="utf-8")
+
+    def responder(body: dict) -> object:
+        return Fault("500") if zig_answers.section_of(body) == "Traced > Example 1" else zig_answers.responder(body)
+
+    with FakeLangSmith() as ls, FakeOpenAI(responder) as srv:
+        env = llm_env(tmp_path, srv.base_url, LANGSMITH_TRACING="true", LANGSMITH_ENDPOINT=ls.endpoint,
+                      LANGSMITH_API_KEY=LS_KEY, LANGSMITH_PROJECT="doctune-test")
+        r = run_cli(["run", str(doc), "--out", str(tmp_path / "out")], env, timeout=300)
+        assert r.returncode == 0 and no_traceback(r.stderr), r.stderr[-3000:]
+        assert ls.wait_for(lambda: any(x.get("name") == "section failed: Traced > Example 1" and x.get("end_time")
+                                       for x in ls.runs().values()), timeout=20)
+        runs = list(ls.runs().values())
+    failed = [x for x in runs if x.get("name") == "section failed: Traced > Example 1"]
+    assert len(failed) == 1 and "Error code: 500" in failed[0]["error"], failed
+    assert not [x for x in runs if str(x.get("name", "")).startswith("section failed: Traced > Example 0")]

@@ -8,7 +8,14 @@ import time
 import openai
 import pytest
 
-from doctune.agents.llm import GenerationError, RateLimiter, StructuredCaller, is_transient, parse_lenient
+from doctune.agents.llm import (
+    GenerationError,
+    RateLimiter,
+    StructuredCaller,
+    is_llm_failure,
+    is_transient,
+    parse_lenient,
+)
 from doctune.agents.llm_generator import (
     GeneratedPairs,
     LLMGenerator,
@@ -16,7 +23,7 @@ from doctune.agents.llm_generator import (
     prompt_hash,
     repair_pair,
 )
-from doctune.errors import EndpointError
+from doctune.errors import AccessError, EndpointError
 from doctune.schemas import Pair, Section, SectionStats, Verdict
 from doctune.settings import load_settings
 
@@ -109,14 +116,22 @@ def test_bad_answer_is_retried_with_feedback(fault: str, method: str) -> None:
     assert expected in feedback
 
 
-def test_unusable_answer_raises_with_raw_text() -> None:
+def test_unusable_answer_is_a_rejected_pair_with_raw_text() -> None:
+    """The model failed, not the endpoint: no exception, one rejected pair whose response is the raw answer."""
     with FakeOpenAI(lambda body: 'Sure! {"pairs": [oops') as srv:
         s = settings_for(srv, format_retries=1)
         s.llm.structured_output_method = "json_mode"
-        with pytest.raises(GenerationError) as e:
-            run(generate_pairs(section(), s))
-    assert e.value.raw == 'Sure! {"pairs": [oops' and e.value.usage.calls == 2
-    assert not is_transient(e.value)
+        res = run(generate_pairs(section(), s))
+    assert res.pairs == [] and len(res.rejected) == 1 and res.usage.calls == 2
+    bad = res.rejected[0]
+    assert bad.reason == "unusable_answer: the answer is not valid JSON"
+    assert bad.pair.response == 'Sure! {"pairs": [oops' and bad.pair.generator == "llm:fake-model"
+    assert bad.pair.meta["usage"]["input"] == res.usage.input > 0  # its tokens are counted
+
+
+def test_unusable_answer_error_is_not_transient() -> None:
+    err = GenerationError("unusable answer from m: the answer was empty", raw="", reason="the answer was empty")
+    assert not is_transient(err) and err.reason == "the answer was empty"
 
 
 def test_lenient_parsing_of_almost_right_answers() -> None:
@@ -149,10 +164,48 @@ def test_transient_errors_surface_when_retries_run_out() -> None:
 
 def test_wrong_key_is_a_permanent_endpoint_error() -> None:
     with FakeOpenAI(zig_answers.responder, api_key="sk-right") as srv:
-        with pytest.raises(EndpointError, match="401") as e:
+        with pytest.raises(AccessError, match="401") as e:
             run(generate_pairs(section(), settings_for(srv)))
-    assert not is_transient(e.value) and "sk-test" not in str(e.value)
+    assert not is_transient(e.value) and not is_llm_failure(e.value) and "sk-test" not in str(e.value)
+    assert isinstance(e.value, EndpointError)
     assert [r.status for r in srv.chat_requests()] == [401]  # not retried
+
+
+def test_a_refusal_stops_every_later_and_concurrent_call() -> None:
+    """Until the endpoint has answered once, calls go out one at a time: with 6 sections asked at once and a
+    401, the endpoint sees ONE request; every call raises AccessError (a refused key is no section's problem)."""
+    with FakeOpenAI(lambda body: Fault("401")) as srv:
+        s = settings_for(srv)
+        gen = LLMGenerator(s)
+
+        async def all_at_once() -> list[BaseException | object]:
+            try:
+                return await asyncio.gather(*(gen.generate_result(section()) for _ in range(6)),
+                                            return_exceptions=True)
+            finally:
+                await gen.aclose()
+
+        results = run(all_at_once())
+        assert len(srv.chat_requests()) == 1
+    assert all(isinstance(r, AccessError) for r in results), results
+
+
+def test_once_answered_calls_go_out_concurrently() -> None:
+    with FakeOpenAI(zig_answers.responder, latency=0.3) as srv:
+        s = settings_for(srv)
+        gen = LLMGenerator(s)
+
+        async def go() -> None:
+
+
+            try:
+                await gen.generate_result(section())  # the first answer opens the gate
+                await asyncio.gather(*(gen.generate_result(section()) for _ in range(4)))
+            finally:
+                await gen.aclose()
+
+        run(go())
+        assert srv.max_in_flight >= 2
 
 
 def test_timeouts_and_connection_errors_are_transient() -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.openai_server import FakeOpenAI, Fault
 from tests.reliability.harness import (
     PG_ENV,
     calls_by_section,
@@ -84,7 +84,7 @@ def test_sigkill_mid_run_then_resume(checkpoint_url: str | None, reference: dict
         killed = kill_when(proc, lambda: status_obj(out, checkpoint_url).done >= 1, timeout=240)
         assert killed, "the run finished before the kill point:\n" + (tmp_path / "run1.log").read_text()[-2000:]
         st = status_obj(out, checkpoint_url)
-        assert st.state == "incomplete" and st.total == 3 and 1 <= st.done < 3, st
+        assert st.state == "interrupted" and st.total == 3 and 1 <= st.done < 3, st
         finished = headings(out, done_ids(st))
         before = calls_by_section(srv)
 
@@ -96,16 +96,17 @@ def test_sigkill_mid_run_then_resume(checkpoint_url: str | None, reference: dict
     assert len(set(pair_ids(out))) == len(pair_ids(out)) == 3
     for h in finished:  # no finished section's LLM call was repeated
         assert after[h] == before[h] == 1, (h, before, after)
-    assert status_obj(out, checkpoint_url).state == "complete"
+    assert status_obj(out, checkpoint_url).state == "completed"
 
 
 def _refusing_one(broken: str, state: dict):
-    """The good model, except that it answers prose (no JSON) for section `broken` while state['broken']."""
+    """The good model, except that it fails (HTTP 500, past every retry) for section `broken` while
+    state['broken']: the endpoint failed, so the section did (an unusable answer would be a rejected pair)."""
     from tests.fakes.zig_answers import section_of
 
     def responder(body: dict) -> dict | str:
         if state["broken"] and section_of(body) == broken:
-            return "I am sorry, I cannot write pairs for this section."
+            return Fault("500")
         return good_pair_responder(body)
 
     return responder
@@ -130,7 +131,7 @@ def test_retry_reruns_only_the_failed_section(checkpoint_url: str | None, refere
         if r.returncode == 0:  # the graph records a failed section and finishes the run
             assert [f["section_id"] for f in st["failed"]] == [bad_id], st
         else:  # the failed section stopped the run: one clear line; it is failed or (unsaved error) pending
-            assert "error:" in r.stderr and st["state"] in ("failed", "incomplete"), (r.stderr[-2000:], st)
+            assert "error:" in r.stderr and st["state"] == "interrupted", (r.stderr[-2000:], st)
             assert bad_id in {f["section_id"] for f in st["failed"]} | set(status_obj(out, checkpoint_url).pending_ids)
         done_before = done_ids(status_obj(out, checkpoint_url))
         finished = headings(out, done_before)
@@ -148,4 +149,4 @@ def test_retry_reruns_only_the_failed_section(checkpoint_url: str | None, refere
         assert after[h] == before[h], (h, before, after)
     assert after[broken] > before[broken]
     final = status_obj(out, checkpoint_url)
-    assert (final.state, final.done, final.failed) == ("complete", 3, 0)
+    assert (final.state, final.done, final.failed) == ("completed", 3, 0)

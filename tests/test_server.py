@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -22,6 +23,9 @@ import pytest
 
 pytest.importorskip("langgraph_api", reason="the LangGraph server is in the [server] extra: pip install 'doctune[server]'")
 langgraph_sdk = pytest.importorskip("langgraph_sdk", reason="pip install 'doctune[server]'")
+
+from tests.fakes.codapi_server import CodapiConfig, FakeCodapi  # noqa: E402 - after the importorskips
+from tests.test_validator import ZIG_CACHE  # noqa: E402
 
 pytestmark = pytest.mark.zig
 
@@ -71,21 +75,37 @@ def _langgraph_exe() -> list[str]:
 
 
 @pytest.fixture
-def server(tmp_path: Path):
-    """`langgraph dev` in tmp_path (its .langgraph_api/ state lands there), settings from the environment."""
+def codapi() -> Iterator[FakeCodapi]:
+    fake = FakeCodapi(CodapiConfig.load(pool_size=2), zig_cache=ZIG_CACHE).start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+@pytest.fixture
+def server(tmp_path: Path, codapi: FakeCodapi):
+    """`langgraph dev` in tmp_path (its .langgraph_api/ state lands there), settings from the environment.
+
+    Code runs on a Codapi server (the serving setup of docker/compose.yaml; here the local fake that speaks its
+    protocol): the local executor still creates its temp dirs and reads the verdict cache synchronously, which
+    `langgraph dev` refuses in the event loop (see README, "Serving and scaling")."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DOCTUNE_", "LANGSMITH_", "LANGCHAIN_"))}
     env.update(
         DOCTUNE_OUT=str(tmp_path / "out"),
         DOCTUNE_GENERATOR__KIND="doc-examples",
         DOCTUNE_VALIDATOR__CACHE_PATH=str(tmp_path / "verdicts.sqlite"),
+        DOCTUNE_VALIDATOR__CACHE="false",
+        DOCTUNE_VALIDATOR__EXECUTOR="codapi",
+        DOCTUNE_VALIDATOR__CODAPI_URL=codapi.url,
         LANGSMITH_TRACING="false",
         LANGGRAPH_CLI_NO_ANALYTICS="1",
     )
     log = (tmp_path / "server.log").open("wb")
-    # --allow-blocking: the nodes do small synchronous file I/O (the store); see docs/scaling.md.
+    # Exactly as the README documents it: no --allow-blocking (the nodes do their file I/O in worker threads).
     cmd = [*_langgraph_exe(), "dev", "--config", str(ROOT / "langgraph.json"), "--host", "127.0.0.1",
-           "--port", str(port), "--no-browser", "--no-reload", "--allow-blocking"]
+           "--port", str(port), "--no-browser", "--no-reload"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -114,6 +134,9 @@ async def _run(url: str, doc: Path, context: dict | None = None) -> tuple[list, 
     client = langgraph_sdk.get_client(url=url)
     assistants = await client.assistants.search(graph_id="doctune")
     assert assistants, "the server did not register the 'doctune' graph from langgraph.json"
+    schemas = await client.assistants.get_schemas(assistants[0]["assistant_id"])
+    assert "docs" in (schemas.get("input_schema") or {}).get("properties", {}), schemas
+    assert "export" in (schemas.get("output_schema") or {}).get("properties", {}), schemas
     thread = await client.threads.create()
     events = []
     kwargs = {"context": context} if context is not None else {}

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from doctune.cli.common import console, out, settings_from
-from doctune.runner import RunSummary, run_pipeline
+from doctune.runner import RunSummary
 
 DEMO_EVAL_TASKS = 12  # eval tasks in `doctune demo` (base and tuned each answer every one)
 DEMO_MAX_NEW_TOKENS = 320  # enough for the short programs the tasks ask for
@@ -71,47 +71,27 @@ def print_summary(s: RunSummary, out_dir: Path) -> None:
                       f"{out_dir}`); once the cause is fixed, `doctune retry {out_dir}` re-runs only those")
 
 
-def preflight(docs: list[str], settings: Any) -> None:
-    """Check the inputs and the LLM endpoint before anything is written: a bad doc, an unreachable endpoint or a
-    refused key ends the command with one line and leaves no run state behind (so a fixed re-run starts clean)."""
-    from doctune.agents.generator import generator_kind
-    from doctune.agents.splitter import split_paths
-
-    split_paths(docs, settings.split)
-    if generator_kind(settings) == "llm":
-        check_endpoint(settings.llm)
-
-
-def check_endpoint(llm: Any) -> None:
-    """GET {base_url}/models once: connection failures and 401/403 are fatal; any other answer is left to the
-    run (some OpenAI-compatible servers have no /models route)."""
-    import httpx
-
-    from doctune.errors import ConfigError, EndpointError
-
-    base_url = llm.resolved_base_url()
-    if not base_url:
-        raise ConfigError("llm.base_url is not set: set it in the config file or export OPENAI_BASE_URL")
-    key = llm.resolved_api_key()
-    headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
-    try:
-        resp = httpx.get(base_url.rstrip("/") + "/models", headers=headers, timeout=min(llm.timeout_s, 15.0))
-    except httpx.HTTPError as e:
-        raise EndpointError(
-            f"cannot reach the LLM endpoint {base_url} ({type(e).__name__}); check llm.base_url / OPENAI_BASE_URL"
-        ) from None
-    if resp.status_code == 401:
-        raise EndpointError(f"{base_url} refused the API key (401): set llm.api_key or OPENAI_API_KEY")
-    if resp.status_code == 403:
-        raise EndpointError(f"{base_url} denied access (403) with this API key")
-
-
 def _execute(docs: list[str], out_dir: Path, settings: Any, max_sections: int | None, as_json: bool) -> None:
-    preflight(docs, settings)
-    summary = asyncio.run(run_pipeline(docs, out_dir, settings, max_sections=max_sections))
+    from doctune.lifecycle import arun, run_sync
+
+    summary = interruptible(lambda: run_sync(arun(docs, out_dir, settings, max_sections=max_sections,
+                                                  show_progress=True), f"doctune retry {out_dir}"))
     print_summary(summary, out_dir)
     if as_json:
         out.print_json(json.dumps(summary.to_json(), default=str))
+
+
+def interruptible(call: Any) -> Any:
+    """Ctrl-C / SIGTERM: one line that says how to resume, exit 130 (the run's checkpoints are kept)."""
+    from doctune.errors import Interrupted
+
+    try:
+        return call()
+    except Interrupted as e:
+        console.print(f"[yellow]{e}[/]", highlight=False, soft_wrap=True)
+        # SystemExit, not typer.Exit: click (standalone_mode=False) would hand typer.Exit's code back as a
+        # return value that the entry point does not use.
+        sys.exit(130)
 
 
 def register(app: typer.Typer) -> None:
@@ -119,7 +99,7 @@ def register(app: typer.Typer) -> None:
     def run(
         docs: list[str] = typer.Argument(..., help="Markdown/MDX files or folders."),
         out_dir: Path = typer.Option(..., "--out", "-o", help="Output directory (state, dataset, reports)."),
-        max_sections: int | None = typer.Option(None, "--max-sections", min=1, help="First N sections only."),
+        max_sections: int | None = typer.Option(None, "--max-sections", help="First N sections only (N >= 1)."),
         config: Path | None = typer.Option(None, "--config", "-c", help="TOML settings file."),
         generator: str | None = typer.Option(None, "--generator", help="auto | doc-examples | llm"),
         model: str | None = typer.Option(None, "--model", help="LLM model name (llm generator)."),

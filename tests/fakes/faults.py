@@ -10,7 +10,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-FAULT_KINDS = ("429", "500", "hang", "malformed", "truncated", "empty", "disconnect")
+# 401/403/404: a refused key, a forbidden or unknown model (only chat requests: /models still answers, like a
+# proxy that lists models it will not serve); garbage: a "finished" answer that is prose, not JSON at all.
+FAULT_KINDS = ("429", "500", "hang", "malformed", "truncated", "empty", "disconnect", "401", "403", "404", "garbage")
 
 
 @dataclass(frozen=True)

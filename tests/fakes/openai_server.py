@@ -155,6 +155,7 @@ class FakeOpenAI(BackgroundHTTPServer):
         self.history: list[Recorded] = []
         self.history_file = Path(history_file) if history_file else None
         self.in_flight = 0
+        self.tokens = {"input": 0, "output": 0}  # the server's own count of the usage it answered with
         self.max_in_flight = 0  # high-water mark of concurrent chat requests
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -216,6 +217,8 @@ class FakeOpenAI(BackgroundHTTPServer):
             return (*_error(429, "rate limit exceeded", "rate_limit_exceeded", fault.retry_after_s), kind, None)
         if kind == "500":
             return (*_error(500, "internal server error", "server_error"), kind, None)
+        if kind in _REFUSALS:
+            return (*_error(int(kind), *_REFUSALS[kind]), kind, None)
         if kind == "disconnect":
             return 0, {}, None, kind, None
         if kind == "hang":
@@ -229,6 +232,8 @@ class FakeOpenAI(BackgroundHTTPServer):
             text, finish = text[: max(1, len(text) // 2)], "length"
         elif kind == "empty":
             text = ""
+        elif kind == "garbage":
+            text = "Sure! Here are some great Zig questions about this section, I hope they help you learn."
         return 200, {}, json.dumps(self._completion(body, text, finish)).encode(), kind, text
 
     def _completion(self, body: dict[str, Any], text: str, finish: str) -> dict[str, Any]:
@@ -242,6 +247,9 @@ class FakeOpenAI(BackgroundHTTPServer):
             finish = "tool_calls" if finish == "stop" else finish
         prompt_tokens = _tokens(messages_text(body))
         completion_tokens = _tokens(text) if text else 0
+        with self._lock:
+            self.tokens["input"] += prompt_tokens
+            self.tokens["output"] += completion_tokens
         return {
             "id": "chatcmpl-" + request_key(body),
             "object": "chat.completion",
@@ -255,6 +263,11 @@ class FakeOpenAI(BackgroundHTTPServer):
     def models_payload(self) -> bytes:
         data = [{"id": self.model, "object": "model", "created": 0, "owned_by": "doctune-tests"}]
         return json.dumps({"object": "list", "data": data}).encode()
+
+
+_REFUSALS = {"401": ("Incorrect API key provided", "invalid_api_key"),
+             "403": ("You are not allowed to use this model", "permission_denied"),
+             "404": ("The model does not exist", "model_not_found")}
 
 
 def _error(

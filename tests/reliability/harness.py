@@ -95,11 +95,9 @@ def kill_when(proc: subprocess.Popen[bytes], ready: Callable[[], bool], timeout:
 
 def status(out: Path, checkpoint_url: str | None = None) -> dict[str, Any]:
     """`doctune status --json`, in-process (fast enough to poll a running run)."""
-    from doctune.cli.status import read_status
-    from doctune.settings import load_settings
+    from doctune.lifecycle import astatus
 
-    settings = load_settings(checkpoint={"url": checkpoint_url})
-    return asyncio.run(read_status(out, settings)).to_json()
+    return asyncio.run(astatus(out, checkpoint_url)).to_json()
 
 
 def dataset_signature(out: Path) -> list[tuple[str, str, str, str]]:
@@ -135,16 +133,15 @@ def warm_up() -> None:
     """Import what status polling needs before a run starts (the first import takes seconds on a busy box)."""
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver  # noqa: F401
 
-    import doctune.cli.status  # noqa: F401
     import doctune.graph.graph  # noqa: F401
+    import doctune.lifecycle  # noqa: F401
 
 
 def status_obj(out: Path, checkpoint_url: str | None = None) -> Any:
     """The RunStatus itself (done/pending ids included), in-process."""
-    from doctune.cli.status import read_status
-    from doctune.settings import load_settings
+    from doctune.lifecycle import astatus
 
-    return asyncio.run(read_status(out, load_settings(checkpoint={"url": checkpoint_url})))
+    return asyncio.run(astatus(out, checkpoint_url))
 
 
 def done_ids(st: Any) -> set[str]:

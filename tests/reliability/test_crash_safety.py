@@ -67,5 +67,5 @@ def test_sigkill_then_resume_gives_the_same_dataset(i: int, sample_reference: di
     assert rejected_signature(out) == sample_reference["rejected"], f"rejected differs after a kill at {where}"
     ids = pair_ids(out)
     assert len(ids) == len(set(ids)), f"duplicate pairs after a kill at {where}"
-    assert status_obj(out).state == "complete"
+    assert status_obj(out).state == "completed"
     bump(tally, "crash", survived=1, **{f"at:{where.split(':')[0]}": 1})

@@ -1,0 +1,170 @@
+"""A run's record (`DIR/run.json`): the settings it started with and the history of its attempts.
+
+Defines ``record_settings`` (the settings as they are written: secrets masked, the endpoint and the generator
+resolved, so a later shell's environment cannot change what a retry talks to), ``settings_of_record`` (the
+settings a resume or a retry uses: the last attempt's, plus explicit changes; keys come from the environment),
+``parse_changes`` (``key=value`` strings → nested dict), and ``start_attempt`` / ``finish_attempt`` /
+``load_record`` (run.json I/O). The first attempt's settings stay in ``settings`` for ever; every later start,
+resume or retry appends to ``attempts`` and never rewrites an earlier entry.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from doctune.errors import ConfigError, InputError
+from doctune.settings import Settings, _format_validation_error
+
+RUN_FILE = "run.json"
+MASK = "**********"
+
+
+def _mask_url(url: str | None) -> str | None:
+    """A URL with its password masked (a Postgres URL may carry one)."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:{MASK}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def record_settings(settings: Settings) -> dict[str, Any]:
+    """The settings as the record keeps them: masked secrets, the resolved endpoint and generator kind."""
+    from doctune.agents.generator import generator_kind
+
+    data = settings.public_dict()
+    data["generator"]["kind"] = generator_kind(settings)
+    data["llm"]["base_url"] = _mask_url(settings.llm.resolved_base_url())
+    data["checkpoint"]["url"] = _mask_url(settings.checkpoint.url)
+    return data
+
+
+def who_writes(data: dict[str, Any]) -> dict[str, Any]:
+    """Generator and model of a recorded settings dict (model only for the LLM generator)."""
+    kind = data["generator"]["kind"]
+    return {"generator": kind, "model": data["llm"]["model"] if kind == "llm" else None}
+
+
+def parse_changes(items: list[str]) -> dict[str, Any]:
+    """``["llm.model=x", "generator.max_repairs=1"]`` → ``{"llm": {"model": "x"}, ...}`` (values as JSON when
+    they parse, else as strings). Raises InputError naming the bad item."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        path = [k for k in key.strip().split(".") if k]
+        if not sep or len(path) < 2:
+            raise InputError(f"--set {item!r}: expected section.key=value, e.g. --set llm.model=qwen2.5")
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        node = out
+        for k in path[:-1]:
+            node = node.setdefault(k, {})
+        node[path[-1]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in changes.items():
+        out[k] = _merge(out.get(k) or {}, v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def settings_of_record(info: dict[str, Any], changes: dict[str, Any] | None = None,
+                       checkpoint_url: str | None = None) -> Settings:
+    """The settings of the run's last attempt with ``changes`` applied. Secrets are not in the record: the API key
+    comes from the environment now (llm.api_key / $OPENAI_API_KEY), a masked checkpoint URL from ``checkpoint_url``."""
+    attempts = info.get("attempts") or []
+    data = _merge(attempts[-1]["settings"] if attempts else info["settings"], changes or {})
+    data["llm"].pop("api_key", None)
+    if checkpoint_url:
+        data["checkpoint"]["url"] = checkpoint_url
+    elif MASK in (data["checkpoint"].get("url") or ""):
+        raise ConfigError("this run's checkpoints are in a database whose URL is masked in run.json: "
+                          "set DOCTUNE_CHECKPOINT__URL (or checkpoint.url in --config)")
+    if MASK in (data["llm"].get("base_url") or ""):
+        raise ConfigError("the run's llm.base_url carried a password (masked in run.json): give it again with "
+                          "--set llm.base_url=URL")
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**data)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e)) from None
+
+
+def load_record(run_dir: Path) -> dict[str, Any]:
+    """The run's run.json (run id, docs, max_sections, settings, attempts)."""
+    f = run_dir / RUN_FILE
+    if not f.is_file():
+        raise InputError(f"{run_dir} is not a doctune run directory (no run.json; start it with `doctune run`)")
+    try:
+        info = json.loads(f.read_text(encoding="utf-8"))
+        info["run_id"], info["docs"], info["settings"]  # noqa: B018 - all must be there
+    except (ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{f} is damaged ({type(e).__name__}: {e}); re-run `doctune run` with the same inputs") from None
+    return info
+
+
+def _write(run_dir: Path, info: dict[str, Any]) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".run-", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=2, default=str)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, run_dir / RUN_FILE)
+
+
+def start_attempt(run_dir: Path, run_id: str, docs: list[str], max_sections: int | None, settings: Settings,
+                  command: str, changes: dict[str, Any] | None = None,
+                  tokens_superseded: dict[str, int] | None = None) -> dict[str, Any]:
+    """Append an attempt (command run/resume/retry, its settings, generator and model) to run.json; a new run
+    (or a different run id in the same directory) starts a fresh record whose ``settings`` are these."""
+    recorded = record_settings(settings)
+    try:
+        info = load_record(run_dir)
+    except InputError:
+        info = {}
+    if info.get("run_id") != run_id:
+        info = {"run_id": run_id, "docs": docs, "max_sections": max_sections, "settings": recorded,
+                **who_writes(recorded), "attempts": []}
+    info.setdefault("attempts", [])
+    attempt = {"n": len(info["attempts"]) + 1, "command": command, "started_at": _now(), "outcome": "running",
+               **who_writes(recorded), "changes": changes or {}, "settings": recorded,
+               "tokens_superseded": tokens_superseded or {"input": 0, "output": 0}}
+    info["attempts"].append(attempt)
+    _write(run_dir, info)
+    return attempt
+
+
+def finish_attempt(run_dir: Path, outcome: str) -> None:
+    """Record how the last attempt ended: completed | completed_with_failures | interrupted | stopped: <why>."""
+    info = load_record(run_dir)
+    if info.get("attempts"):
+        info["attempts"][-1].update(outcome=outcome, finished_at=_now())
+        _write(run_dir, info)
+
+
+def superseded_tokens(info: dict[str, Any]) -> dict[str, int]:
+    """Tokens spent by section results that a retry replaced (they are no longer in the graph state)."""
+    total = {"input": 0, "output": 0}
+    for a in info.get("attempts") or []:
+        for k in total:
+            total[k] += (a.get("tokens_superseded") or {}).get(k, 0)
+    return total
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
