@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,7 @@ def train_grpo(cfg: TrainConfig, rows: list[dict[str, Any]], out_dir: Path, rewa
     )
 
     torch.manual_seed(cfg.seed)
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     model, tokenizer, _ = load_base(cfg)
     peft_config = lora_config(cfg)
     if init_adapter is not None:

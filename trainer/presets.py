@@ -77,7 +77,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "assistant_only_loss": True,
         # GRPO: 1 prompt x 2 short completions per step, so a CPU step takes seconds
         "num_generations": 2,
-        "max_completion_length": 96,
+        "max_completion_length": 48,
         "grpo_temperature": 1.0,
         "grpo_beta": 0.0,
         "grpo_learning_rate": 1e-4,
