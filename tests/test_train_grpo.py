@@ -78,3 +78,41 @@ def test_cli_grpo_logs_rewards_and_saves_a_reloadable_adapter(tmp_path: Path) ->
     with torch.no_grad():
         logits = model(torch.tensor([[1, 2, 3]])).logits
     assert logits.shape[-1] == base.config.vocab_size and torch.isfinite(logits).all()
+
+
+@pytest.fixture
+def one_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_grpo_follows_sft_on_the_same_run(tmp_path: Path, one_thread: None) -> None:
+    """--method sft+grpo: SFT into OUT/sft, then GRPO starts from that adapter (recorded) into OUT. The reward
+    comes through the injected validate_many (here a fake at that seam: every program passes)."""
+    from safetensors.torch import load_file
+
+    from doctune.schemas import Verdict
+    from doctune.trainer.api import train
+    from doctune.trainer.reward import CodeCheck
+
+    from tests.test_train_cpu import make_dataset
+
+    calls: list[list[CodeCheck]] = []
+
+    async def validate_many(checks: list[CodeCheck]) -> list[Verdict]:
+        calls.append(checks)
+        return [Verdict(verdict="ok", stage="run") for _ in checks]
+
+    res = train(make_dataset(tmp_path), tmp_path / "out", preset="cpu-smollm2", max_steps=1, method="sft+grpo",
+                validate_many=validate_many, show_progress=False, overrides={"max_completion_length": 16})
+    assert res.method == "grpo" and res.steps == 1 and (tmp_path / "out" / "sft" / "adapter").is_dir()
+    args = json.loads((res.out_dir / "training_args.json").read_text())
+    assert args["from_adapter"] == str(tmp_path / "out" / "sft" / "adapter")
+    assert json.loads((tmp_path / "out" / "sft" / "training_args.json").read_text())["method"] == "sft"
+    lora_b = [w for k, w in load_file(str(res.adapter_dir / "adapter_model.safetensors")).items() if "lora_B" in k]
+    assert lora_b and any(w.abs().sum() > 0 for w in lora_b)  # SFT's update carried over (a fresh LoRA B is 0)
+    assert len((res.out_dir / "rewards.jsonl").read_text().splitlines()) == 1

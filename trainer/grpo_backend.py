@@ -87,13 +87,17 @@ def train_grpo(cfg: TrainConfig, rows: list[dict[str, Any]], out_dir: Path, rewa
 
     torch.manual_seed(cfg.seed)
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-    model, tokenizer, _ = load_base(cfg)
+    model, tokenizer, path = load_base(cfg)
     peft_config = lora_config(cfg)
     if init_adapter is not None:
         from peft import PeftModel
 
         check_adapter(init_adapter, cfg)
         model, peft_config = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True), None
+        # the adapter records the portable name ('smollm2-135m-instruct'); PEFT would look it up on the Hub when
+        # saving, so point it at the loaded folder (save_outputs writes the portable name back)
+        for conf in model.peft_config.values():
+            conf.base_model_name_or_path = path
     cuda = torch.cuda.is_available()
     dtype = compute_dtype(cfg, cuda)
     args = grpo_args(cfg, out_dir, GRPOConfig, bf16=cuda and dtype == torch.bfloat16,
@@ -108,4 +112,4 @@ def train_grpo(cfg: TrainConfig, rows: list[dict[str, Any]], out_dir: Path, rewa
     out = trainer.train()
     result = run_summary(cfg, "hf", trainer, out, time.monotonic() - t0, callbacks[0].records, stats)
     return save_outputs(trainer.model, tokenizer, cfg, out_dir, sft_args=args.to_dict(), result=result,
-                        method="grpo")
+                        method="grpo", from_adapter=init_adapter)

@@ -90,11 +90,12 @@ def export_gguf(merged_dir: Path, out: Path) -> tuple[Path | None, str | None]:
 def save_outputs(
     model: Any, tokenizer: Any, cfg: TrainConfig, out_dir: Path, *, sft_args: dict[str, Any],
     result: dict[str, Any], merge: Callable[[Any, Any, Path], None] | None = None, method: str = "sft",
+    from_adapter: Path | None = None,
 ) -> TrainResult:
     """Write the adapter, optional merge/GGUF, training args, model card and ``train_result.json``.
 
     ``merge`` replaces the PEFT merge (Unsloth merges its 4-bit base its own way); ``sft_args`` are the trainer's
-    arguments (recorded under ``method``'s name: ``sft`` or ``grpo``)."""
+    arguments (recorded under ``method``'s name: ``sft`` or ``grpo``); ``from_adapter`` is the adapter GRPO started from."""
     adapter = out_dir / "adapter"
     ckpt = out_dir / "checkpoints"  # the Trainer's output_dir; empty unless checkpointing was turned on
     if ckpt.is_dir() and not any(ckpt.iterdir()):
@@ -108,7 +109,8 @@ def save_outputs(
         (merge or merge_16bit)(model, tokenizer, merged)
     if cfg.export_gguf and merged is not None:
         gguf, gguf_msg = export_gguf(merged, out_dir / "model.gguf")
-    args = {"config": cfg.public(), "method": method, method: _jsonable(sft_args), "data": result["data"].model_dump()}
+    args = {"config": cfg.public(), "method": method, method: _jsonable(sft_args), "data": result["data"].model_dump(),
+            "from_adapter": None if from_adapter is None else str(from_adapter)}
     (out_dir / "training_args.json").write_text(json.dumps(args, indent=2) + "\n")
     res = TrainResult(
         out_dir=out_dir, adapter_dir=adapter, merged_dir=merged, gguf_path=gguf, gguf_message=gguf_msg,

@@ -220,4 +220,4 @@ def train_grpo(cfg: TrainConfig, rows: list[dict[str, Any]], out_dir: Path, rewa
     out = trainer.train()
     result = run_summary(cfg, "unsloth", trainer, out, time.monotonic() - t0, callbacks[0].records, stats)
     return save_outputs(model, tokenizer, cfg, out_dir, sft_args=args.to_dict(), result=result, merge=_merge,
-                        method="grpo")
+                        method="grpo", from_adapter=init_adapter)
