@@ -188,3 +188,36 @@ def test_real_zig_rewards(tmp_path: Path) -> None:
     finally:
         loop.run(close())
         loop.close()
+
+
+def test_pairs_jsonl_keeps_what_the_reward_reads(tmp_path: Path) -> None:
+    pytest.importorskip("datasets")
+    from doctune.trainer.data import load_splits
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("\n".join(json.dumps(r) for r in [
+        row(PROGRAM, id="a", verdict={"verdict": "ok", "mode": "obj"}),
+        row(GOOD, id="b", tests=HIDDEN),
+    ]) + "\n")
+    train, _ = load_splits(pairs)
+    assert train[0]["mode"] == "obj" and train[1]["tests"] == HIDDEN and train[1]["id"] == "b"
+    got = [classify_row(r, i) for i, r in enumerate(train)]
+    assert [(g[1].check, g[1].mode) for g in got if g] == [("compile", "auto"), ("hidden", "test")]
+
+
+def _cli(*args: str) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", "from doctune.cli import main; main()", *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_cli_refuses_an_unknown_method_and_a_dataset_without_code(tmp_path: Path) -> None:
+    proc = _cli("train", "--dataset", str(tmp_path), "--method", "dpo")
+    assert proc.returncode == 2 and "--method 'dpo'" in proc.stderr and "Traceback" not in proc.stderr
+    pytest.importorskip("trl")
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps(row("Use `const` for constants.")) + "\n")
+    proc = _cli("train", "--dataset", str(pairs), "--method", "grpo", "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "no training row has Zig code" in proc.stderr and "Traceback" not in proc.stderr

@@ -10,7 +10,7 @@ injected by the caller (this floor does not import the validator agent; see ``do
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,7 +34,7 @@ def train(
     show_progress: bool = True,
     method: str = "sft",
     validate_many: ValidateMany | None = None,
-    close: Callable[[], Awaitable[None]] | None = None,
+    close: Callable[[], Coroutine[Any, Any, None]] | None = None,
     init_adapter: Path | str | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter on the dataset's train split; outputs go to ``out_dir`` (see ``outputs.py``).
@@ -82,7 +82,7 @@ def train_with_config(
 
 def grpo_with_config(
     cfg: TrainConfig, dataset: Path | str, out_dir: Path | str, validate_many: ValidateMany, *,
-    close: Callable[[], Awaitable[None]] | None = None, init_adapter: Path | None = None,
+    close: Callable[[], Coroutine[Any, Any, None]] | None = None, init_adapter: Path | None = None,
     show_progress: bool = True,
 ) -> TrainResult:
     """GRPO on the train split's verifiable rows; every validation runs on one event loop thread."""

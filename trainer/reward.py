@@ -28,7 +28,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -53,7 +53,7 @@ class CodeCheck(BaseModel):
     expect: Expect | None = None
 
 
-ValidateMany = Callable[[list[CodeCheck]], Awaitable[list[Verdict]]]
+ValidateMany = Callable[[list[CodeCheck]], Coroutine[Any, Any, list[Verdict]]]
 
 
 class RewardTask(BaseModel):
@@ -192,7 +192,7 @@ class ValidatorReward:
                 todo[k] = c
         fresh: dict[str, Verdict] = {}
         if todo:
-            verdicts = self.loop.run(self.validate_many(list(todo.values())), timeout=self.timeout_s)
+            verdicts: list[Verdict] = self.loop.run(self.validate_many(list(todo.values())), timeout=self.timeout_s)
             fresh = dict(zip(todo, verdicts, strict=True))
             for k, v in fresh.items():
                 self._remember(k, v)

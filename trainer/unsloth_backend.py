@@ -5,7 +5,9 @@
 ``UnslothTrainingArguments`` → ``train_on_responses_only``. Needs the ``[gpu]`` extra and a CUDA GPU; this module
 imports Unsloth only when ``train`` is called, and Unsloth is imported before transformers/TRL/PEFT as it requires.
 Its masking rule is mirrored by ``doctune.trainer.data.response_only_labels`` (tested without Unsloth) and the
-labels Unsloth builds are checked against it before training.
+labels Unsloth builds are checked against it before training. SFT-specific arguments (sequence length, packing,
+text field) are chosen from the training-arguments class's real fields (``seq_length_kwarg``, tested against
+unpatched TRL). ``train_grpo`` is the GRPO path: TRL's ``GRPOTrainer`` as Unsloth patches it, without vLLM.
 """
 
 from __future__ import annotations
