@@ -89,17 +89,22 @@ def synthetic_dataset(folder: Path, lengths: list[int], seed: int) -> Path:
     return folder
 
 
+def worker_config(backend: str, model_dir: Path, steps: int, cpu: bool) -> Any:
+    """The preset as each backend runs it. Both render with the tokenizer's own ChatML template: Unsloth's
+    'qwen-2.5' template would add Qwen's default system prompt, so the two would train on different tokens."""
+    from doctune.trainer.config import resolve_config
+
+    over: dict[str, Any] = {"model": str(model_dir), "num_train_epochs": 1, "chat_template": None}
+    if cpu:  # CPU smoke test: no 4-bit, no 8-bit optimizer, fp32
+        over.update(load_in_4bit=False, optim="adamw_torch", dtype="float32", gradient_checkpointing=False)
+    return resolve_config("seed-qwen2.5-3b", overrides=over, max_steps=steps, backend=backend)
+
+
 def worker(args: argparse.Namespace) -> None:
     """One backend in this process; prints one JSON line."""
     from doctune.trainer.api import train_with_config
-    from doctune.trainer.config import resolve_config
 
-    over: dict[str, Any] = {"model": str(args.model_dir), "num_train_epochs": 1}
-    if args.cpu:  # CPU smoke test: no 4-bit, no 8-bit optimizer, fp32
-        over.update(load_in_4bit=False, optim="adamw_torch", dtype="float32", gradient_checkpointing=False)
-    if args.worker == "hf":
-        over["chat_template"] = None  # the hf backend renders with the tokenizer's own ChatML template
-    cfg = resolve_config("seed-qwen2.5-3b", overrides=over, max_steps=args.steps, backend=args.worker)
+    cfg = worker_config(args.worker, args.model_dir, args.steps, args.cpu)
     res = train_with_config(cfg, args.data_dir, args.out / args.worker, show_progress=False)
     records = [json.loads(line) for line in res.loss_log.read_text().splitlines()]
     warm = min(args.warmup, len(records) - 1)

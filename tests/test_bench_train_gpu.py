@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("trl")
-pytestmark = [pytest.mark.train, pytest.mark.slow]
+pytestmark = pytest.mark.train
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "train_gpu.py"
 
 
+@pytest.mark.slow
 def test_train_gpu_benchmark_smoke_on_cpu(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--tiny", "--cpu", "--backends", "hf", "--steps", "3", "--warmup", "1",
@@ -28,3 +29,20 @@ def test_train_gpu_benchmark_smoke_on_cpu(tmp_path: Path) -> None:
     (row,) = res["rows"]
     assert row["backend"] == "hf" and row["steps"] == 3 and row["tokens_per_s"] > 0
     assert "hf" in proc.stdout
+
+
+def _load_script(path: Path) -> object:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_both_backends_train_on_the_same_chat_template(tmp_path: Path) -> None:
+    bench = _load_script(SCRIPT)
+    hf, unsloth = (bench.worker_config(b, tmp_path, 3, False) for b in ("hf", "unsloth"))  # type: ignore[attr-defined]
+    assert hf.chat_template == unsloth.chat_template is None
+    assert hf.model_dump(exclude={"backend"}) == unsloth.model_dump(exclude={"backend"})

@@ -69,9 +69,33 @@ def test_overrides_max_steps_and_backend() -> None:
         ("cpu-smollm2", {"lora_rank": 8}, "train.overrides.lora_rank"),
         ("cpu-smollm2", {"lora_r": 0}, "train.lora_r"),
         ("cpu-smollm2", {"embedding_learning_rate": 1e-5}, "embed_tokens"),
-        ("cpu-smollm2", {"use_loftq": True}, "unsloth"),
+        ("seed-qwen2.5-3b", {"use_loftq": True}, "load_in_4bit=false"),
+        ("cpu-smollm2", {"num_generations": 1}, "train.num_generations"),
     ],
 )
 def test_bad_settings_name_the_field(preset: str, overrides: dict, needle: str) -> None:
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
         resolve_config(preset, overrides=overrides)
+
+
+def test_cpu_preset_trains_from_step_one() -> None:
+    """transformers' linear warm-up gives step 1 a learning rate of 0 when warmup_steps >= 1."""
+    torch = pytest.importorskip("torch")
+    from transformers import get_scheduler
+
+    cfg = resolve_config("cpu-smollm2")
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.learning_rate)
+    sched = get_scheduler(cfg.lr_scheduler_type, opt, num_warmup_steps=cfg.warmup_steps,
+                          num_training_steps=cfg.max_steps)
+    assert sched.get_last_lr()[0] > 0  # the rate the first optimizer step uses
+
+
+def test_grpo_values_fit_each_preset() -> None:
+    from doctune.trainer.grpo_backend import check_batch
+
+    for name in ("cpu-smollm2", "seed-qwen2.5-3b"):
+        cfg = resolve_config(name)
+        check_batch(cfg)  # the batch is a multiple of the group
+        assert cfg.num_generations >= 2 and cfg.grpo_learning_rate is not None
+    with pytest.raises(ConfigError, match="num_generations=3 must divide"):
+        check_batch(resolve_config("cpu-smollm2", overrides={"num_generations": 3}))

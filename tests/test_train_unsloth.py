@@ -91,3 +91,65 @@ def test_unsloth_trains_on_gpu(tmp_path: Path) -> None:
                 overrides={"dtype": "auto", "gradient_accumulation_steps": 1})
     assert res.backend == "unsloth" and res.steps == 3 and res.final_loss is not None
     assert (res.adapter_dir / "adapter_model.safetensors").is_file()
+
+
+def _unsloth_like(base: type) -> type:
+    """Unsloth's UnslothTrainingArguments: a subclass of TRL's SFTConfig whose __init__ takes **kwargs."""
+
+    class UnslothTrainingArguments(base):  # type: ignore[misc, valid-type]
+        def __init__(self, embedding_learning_rate: float | None = None, *args: object, **kwargs: object) -> None:
+            self.embedding_learning_rate = embedding_learning_rate
+            super().__init__(*args, **kwargs)
+
+    return UnslothTrainingArguments
+
+
+def test_sequence_length_kwarg_comes_from_the_config_fields(tmp_path: Path) -> None:
+    """Against TRL as installed (unpatched 1.16: `max_length`), not Unsloth's patched SFTConfig."""
+    trl = pytest.importorskip("trl")
+    import dataclasses
+
+    from doctune.trainer.config import resolve_config
+    from doctune.trainer.unsloth_backend import seq_length_kwarg, sft_args_kwargs
+
+    args_cls = _unsloth_like(trl.SFTConfig)
+    assert seq_length_kwarg(trl.SFTConfig) == "max_length" and seq_length_kwarg(args_cls) == "max_length"
+    cfg = resolve_config("seed-qwen2.5-3b", overrides={"packing": True})
+    args = args_cls(output_dir=str(tmp_path), report_to="none", use_cpu=True, **sft_args_kwargs(args_cls, cfg, 321))
+    assert args.max_length == 321 and args.packing is True  # the packing override reaches the trainer's args
+
+    @dataclasses.dataclass
+    class OldSFTConfig:  # TRL < 0.20 named it max_seq_length
+        output_dir: str = ""
+        max_seq_length: int | None = None
+
+    assert seq_length_kwarg(_unsloth_like(OldSFTConfig)) == "max_seq_length"
+    from doctune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="packing=true"):
+        sft_args_kwargs(OldSFTConfig, cfg, 321)
+    from transformers import TrainingArguments
+
+    with pytest.raises(ToolchainError, match="neither max_length nor max_seq_length"):
+        seq_length_kwarg(TrainingArguments)
+
+
+def test_use_loftq_sets_loftq_init_or_is_refused() -> None:
+    pytest.importorskip("peft")
+    torch = pytest.importorskip("torch")
+    from doctune.errors import ConfigError
+    from doctune.trainer.config import resolve_config
+    from doctune.trainer.hf_backend import lora_config
+    from doctune.trainer.unsloth_backend import loftq_kwargs
+
+    cfg = resolve_config("seed-qwen2.5-3b", overrides={"use_loftq": True, "load_in_4bit": False})
+    kw = loftq_kwargs(cfg)
+    assert kw["init_lora_weights"] == "loftq" and kw["loftq_config"].loftq_bits == 4
+    assert loftq_kwargs(resolve_config("seed-qwen2.5-3b")) == {}
+    hf = resolve_config("cpu-smollm2", overrides={"use_loftq": True})
+    if torch.cuda.is_available():
+        assert lora_config(hf).init_lora_weights == "loftq"
+    else:
+        with pytest.raises(ConfigError, match="use_loftq needs a CUDA GPU"):
+            lora_config(hf)
+    assert lora_config(resolve_config("cpu-smollm2")).init_lora_weights is True

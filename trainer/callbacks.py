@@ -33,7 +33,7 @@ def make_callbacks(loss_path: Path, tokens_per_step: float, show_progress: bool 
     from transformers import TrainerCallback
 
     class LossLogger(TrainerCallback):  # type: ignore[misc]
-        """Appends each log record (step, loss, lr, grad norm, tokens/s, memory) to ``loss.jsonl``."""
+        """Appends each log record (step, loss, lr, grad norm, tokens/s, memory; GRPO: reward) to ``loss.jsonl``."""
 
         def __init__(self) -> None:
             self.t0 = time.monotonic()
@@ -58,6 +58,9 @@ def make_callbacks(loss_path: Path, tokens_per_step: float, show_progress: bool 
                 "tokens_per_s": round(seen / elapsed, 1) if elapsed > 0 else None,
                 "peak_mem_mb": peak_memory_mb(),
             }
+            for key in ("reward", "reward_std"):  # GRPO: mean reward of the step's completions
+                if logs.get(key) is not None:
+                    rec[key] = round(float(logs[key]), 5)
             self.records.append(rec)
             with loss_path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(rec) + "\n")

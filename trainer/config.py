@@ -40,7 +40,10 @@ class TrainConfig(BaseModel):
     lora_bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases are trained.")
     target_modules: tuple[str, ...] = Field(description="Module names that get LoRA adapters (or are trained).")
     use_rslora: bool = Field(False, description="Rank-stabilised LoRA scaling.")
-    use_loftq: bool = Field(False, description="LoftQ initialisation (Unsloth only).")
+    use_loftq: bool = Field(
+        False, description="LoftQ initialisation of the LoRA weights (init_lora_weights='loftq', 4-bit LoftQConfig); "
+        "needs an unquantized base (load_in_4bit=false), a CUDA GPU and bitsandbytes."
+    )
     gradient_checkpointing: bool | Literal["unsloth"] = Field(
         False, description="Recompute activations to save memory; 'unsloth' = Unsloth's offloaded variant."
     )
@@ -65,6 +68,17 @@ class TrainConfig(BaseModel):
         True, description="Loss on assistant tokens only (default); False = the recipe's full-text loss."
     )
     packing: bool = Field(False, description="Pack several examples per sequence.")
+    num_generations: int = Field(
+        2, ge=2, description="GRPO: completions sampled per prompt (the group); the batch (per-device batch x "
+        "grad-accum) must be a multiple of it."
+    )
+    max_completion_length: int = Field(256, ge=8, description="GRPO: longest generated completion in tokens.")
+    grpo_temperature: float = Field(1.0, gt=0, description="GRPO: sampling temperature of the completions.")
+    grpo_beta: float = Field(0.0, ge=0, description="GRPO: KL penalty against the starting policy (0 = none, "
+                             "TRL's default; >0 keeps a reference model in memory).")
+    grpo_learning_rate: float | None = Field(
+        None, gt=0, description="GRPO: learning rate of the LoRA weights (None = learning_rate)."
+    )
     save_merged: bool = Field(False, description="Also save the LoRA merged into a 16-bit model (merged/).")
     export_gguf: bool = Field(False, description="Also export GGUF when a llama.cpp converter is available.")
 
@@ -74,8 +88,8 @@ class TrainConfig(BaseModel):
             {"embed_tokens", "lm_head"} & set(self.target_modules)
         ):
             raise ValueError("embedding_learning_rate is set but neither embed_tokens nor lm_head is trained")
-        if self.use_loftq and self.backend != "unsloth":
-            raise ValueError("use_loftq is only supported by the unsloth backend")
+        if self.use_loftq and self.load_in_4bit:
+            raise ValueError("use_loftq quantizes the base itself: it needs load_in_4bit=false")
         return self
 
     def public(self) -> dict[str, Any]:

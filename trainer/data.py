@@ -49,7 +49,7 @@ def load_splits(path: Path) -> tuple[Any, Any | None]:
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         if not rows:
             raise InputError(f"{path}: no training examples")
-        return Dataset.from_list([{"messages": conversation(r)} for r in rows]), None
+        return Dataset.from_list([{"messages": conversation(r), **reward_fields(r)} for r in rows]), None
     if not path.is_dir():
         raise InputError(f"dataset not found: {path} (give the export's dataset/ folder or pairs.jsonl)")
     try:
@@ -61,6 +61,15 @@ def load_splits(path: Path) -> tuple[Any, Any | None]:
             raise InputError(f"{path}: the dataset has no 'train' split (splits: {', '.join(data)})")
         return data["train"], data.get("test")
     return data, None
+
+
+def reward_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """What GRPO's reward reads besides the messages (``doctune.trainer.reward``): the id, hidden ``tests``,
+    ``expect_stdout`` and the reference's verdict ``mode``; the same keys for every row (None when absent)."""
+    verdict = row.get("verdict")
+    mode = row.get("mode") or (verdict.get("mode") if isinstance(verdict, dict) else None)
+    return {"id": None if row.get("id") is None else str(row["id"]), "tests": row.get("tests"),
+            "expect_stdout": row.get("expect_stdout"), "mode": mode}
 
 
 def conversation(row: dict[str, Any]) -> list[dict[str, str]]:

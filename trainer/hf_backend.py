@@ -82,7 +82,29 @@ def lora_config(cfg: TrainConfig) -> Any:
     return LoraConfig(
         r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias=cfg.lora_bias,
         target_modules=targets, modules_to_save=full or None, use_rslora=cfg.use_rslora, task_type="CAUSAL_LM",
+        **loftq_kwargs(cfg),
     )
+
+
+def loftq_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """``init_lora_weights="loftq"`` with a 4-bit ``LoftQConfig`` when asked for; PEFT's LoftQ quantizes with
+    bitsandbytes on a CUDA GPU, so anywhere else it is refused here rather than failing inside PEFT."""
+    if not cfg.use_loftq:
+        return {}
+    import torch
+
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        bnb = False
+    else:
+        bnb = True
+    if not (torch.cuda.is_available() and bnb):
+        raise ConfigError("use_loftq needs a CUDA GPU and bitsandbytes (LoftQ quantizes the base weights on the "
+                          "GPU); set train.overrides.use_loftq=false here")
+    from peft import LoftQConfig
+
+    return {"init_lora_weights": "loftq", "loftq_config": LoftQConfig(loftq_bits=4, loftq_iter=1)}
 
 
 def optimizer_name(cfg: TrainConfig, cuda: bool) -> str:
@@ -124,7 +146,7 @@ def sft_config(cfg: TrainConfig, out_dir: Path, max_length: int) -> Any:
         bf16=cuda and dtype == torch.bfloat16,
         fp16=cuda and dtype == torch.float16,
         use_cpu=not cuda,
-        **_checkpointing(bool(cfg.gradient_checkpointing)),
+        **checkpointing_kwargs(SFTConfig, bool(cfg.gradient_checkpointing)),
         max_length=max_length,
         packing=cfg.packing,
         save_strategy="no",
@@ -133,11 +155,24 @@ def sft_config(cfg: TrainConfig, out_dir: Path, max_length: int) -> Any:
     )
 
 
-def _checkpointing(on: bool) -> dict[str, bool]:
-    """transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old name warns)."""
-    from transformers import TrainingArguments
+def config_fields(cls: Any) -> set[str]:
+    """The fields a (TRL/transformers) config class really has: its dataclass fields along the MRO plus named
+    ``__init__`` parameters (a subclass like Unsloth's may take ``**kwargs`` and hide them from its signature)."""
+    import inspect
 
-    fields = getattr(TrainingArguments, "__dataclass_fields__", {})
+    names: set[str] = set()
+    for klass in getattr(cls, "__mro__", (cls,)):
+        names |= set(getattr(klass, "__dataclass_fields__", {}))
+        init = klass.__dict__.get("__init__")
+        if init is not None:
+            names |= {p.name for p in inspect.signature(init).parameters.values()
+                      if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"}
+    return names
+
+
+def checkpointing_kwargs(cls: Any, on: bool) -> dict[str, bool]:
+    """transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old name warns)."""
+    fields = config_fields(cls)
     return {"activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing": on}
 
 

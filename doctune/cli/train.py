@@ -1,4 +1,7 @@
-"""`doctune train`: LoRA-train a preset on an exported dataset (the heavy imports happen only when it runs)."""
+"""`doctune train`: LoRA-train a preset on an exported dataset (the heavy imports happen only when it runs).
+
+``--method grpo`` (or ``sft+grpo``) rewards completions with the Zig validator: this command builds the
+``validate_many`` function the trainer floor receives (``validator_service``)."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import typer
 
 from doctune.cli.common import console, out, settings_from
 from doctune.errors import ConfigError
+from doctune.settings import ValidatorSettings
 
 
 def parse_sets(items: list[str]) -> dict[str, Any]:
@@ -36,6 +40,27 @@ def default_out(dataset: Path) -> Path:
     return Path("doctune-train")
 
 
+def validator_service(settings: ValidatorSettings) -> tuple[Any, Any]:
+    """(validate_many, close) over one ``Validator``, created on first use inside the trainer's event loop (its
+    semaphore and HTTP client belong to that loop); ``CodeCheck`` → the validator's ``BlockInput``."""
+    from doctune.agents.validator import BlockInput, Validator
+    from doctune.trainer.reward import CodeCheck
+
+    held: list[Validator] = []
+
+    async def validate_many(checks: list[CodeCheck]) -> list[Any]:
+        if not held:
+            held.append(Validator(settings))
+        blocks = [BlockInput(id=c.id, code=c.code, mode=c.mode, expect=c.expect) for c in checks]
+        return await held[0].validate_many(blocks)
+
+    async def close() -> None:
+        if held:
+            await held.pop().aclose()
+
+    return validate_many, close
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def train(
@@ -50,9 +75,14 @@ def register(app: typer.Typer) -> None:
                                                        "(repeatable), e.g. --set lora_r=16")] = None,
         full_text_loss: Annotated[bool, typer.Option("--full-text-loss", help="Loss on the whole text (the "
                                                      "recipe's setting) instead of assistant tokens only.")] = False,
+        method: Annotated[str, typer.Option("--method", help="sft (default) | grpo (reward: the Zig validator) | "
+                                            "sft+grpo (SFT, then GRPO from its adapter).")] = "sft",
+        from_adapter: Annotated[Path | None, typer.Option("--from-adapter", help="GRPO: start from this SFT "
+                                                          "adapter folder.")] = None,
         config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML settings file.")] = None,
     ) -> None:
-        """Train a LoRA adapter; writes adapter/, loss.jsonl, training_args.json and a model card."""
+        """Train a LoRA adapter; writes adapter/, loss.jsonl (GRPO: + rewards.jsonl), training_args.json and a
+        model card."""
         settings = settings_from(config, train={"preset": preset, "max_steps": max_steps, "backend": backend})
         t = settings.train
         overrides = {**t.overrides, **parse_sets(sets or [])}
@@ -60,12 +90,17 @@ def register(app: typer.Typer) -> None:
             overrides["assistant_only_loss"] = False
         from doctune.trainer.api import train as run_train
 
+        validate_many, close = validator_service(settings.validator) if "grpo" in method else (None, None)
         res = run_train(dataset, out_dir or default_out(dataset), preset=t.preset, max_steps=t.max_steps,
-                        backend=t.backend, overrides=overrides)
+                        backend=t.backend, overrides=overrides, method=method, validate_many=validate_many,
+                        close=close, init_adapter=from_adapter)
         console.print(
-            f"[green]trained[/] {res.preset} ({res.backend}) {res.steps} steps in {res.runtime_s:.0f} s; loss "
-            f"{res.first_loss} -> {res.final_loss}; {res.tokens_per_s:,.0f} tokens/s; peak {res.peak_mem_mb:,.0f} MiB"
+            f"[green]trained[/] {res.preset} ({res.backend}, {res.method}) {res.steps} steps in {res.runtime_s:.0f} s;"
+            f" loss {res.first_loss} -> {res.final_loss}; {res.tokens_per_s:,.0f} tokens/s; "
+            f"peak {res.peak_mem_mb:,.0f} MiB"
         )
+        if res.rewards_log is not None:
+            console.print(f"rewards per step: {res.rewards_log}", highlight=False)
         if res.gguf_message:
             console.print(f"[yellow]note:[/] {res.gguf_message}")
         out.print(str(res.adapter_dir), highlight=False)
