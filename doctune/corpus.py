@@ -1,6 +1,8 @@
 """The Zig documents doctune ships as package data, so a fresh install has real input without any download.
 
 - ``zig-sample.md``: a short tour written for ``doctune demo`` (every example annotated with its expected result).
+- ``zig-stale.md``: notes from an older tutorial whose examples no longer compile with 0.14 (the demo shows them
+  rejected with the compiler's message).
 - ``zig-0.14.0-langref.md``: the Zig 0.14.0 language reference as Markdown (Zig's own docs, MIT; the license is
   ``LICENSE-zig.txt`` beside it), the pipeline's real input.
 - ``langref-examples.jsonl``: its 287 example files with their annotated results, in the input format of
@@ -19,6 +21,7 @@ from doctune.errors import InputError
 
 SHIPPED = {
     "sample": "zig-sample.md",
+    "stale": "zig-stale.md",
     "langref": "zig-0.14.0-langref.md",
     "examples": "langref-examples.jsonl",
     "license": "LICENSE-zig.txt",
@@ -26,7 +29,7 @@ SHIPPED = {
 
 
 def path(name: str) -> Path:
-    """The installed file for a short name (``sample``, ``langref``, ``examples``, ``license``)."""
+    """The installed file for a short name (``sample``, ``stale``, ``langref``, ``examples``, ``license``)."""
     if name not in SHIPPED:
         raise InputError(f"unknown corpus file {name!r}; one of: {', '.join(SHIPPED)}")
     return Path(str(resources.files("doctune") / "data" / SHIPPED[name]))
