@@ -1,6 +1,6 @@
 """Does a CPU LoRA on a real doctune dataset move SmolLM2-135M at all? Before vs after, measured.
 
-    python benchmarks/cpu_gain.py --out /tmp/cpu-gain            # ~15 min on 2 cores (run once; it resumes)
+    python benchmarks/cpu_gain.py --out /tmp/cpu-gain     # ~15-25 min on a 2-core box (the dataset step resumes)
 
 1. The dataset: `doctune run` on the shipped Zig 0.14.0 language reference with the offline doc-example generator
    (every pair compiler-verified), resumed if ``OUT/run`` already holds it.
@@ -86,14 +86,19 @@ def per_source(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, int]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("out/cpu-gain"))
-    ap.add_argument("--steps", type=int, default=60, help="LoRA steps (the training budget)")
-    ap.add_argument("--batch", type=int, default=4, help="sequences per step")
-    ap.add_argument("--max-seq-length", type=int, default=512, help="tokens per sequence (longer are cut)")
-    ap.add_argument("--tasks", type=int, default=8, help="shipped eval tasks (the simplest ones)")
-    ap.add_argument("--dataset-tasks", type=int, default=8, help="held-out dataset tasks (the simplest ones)")
-    ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=20, help="LoRA steps (the training budget)")
+    ap.add_argument("--batch", type=int, default=2, help="sequences per step")
+    ap.add_argument("--max-seq-length", type=int, default=384, help="tokens per sequence (longer are cut)")
+    ap.add_argument("--tasks", type=int, default=6, help="shipped eval tasks (the simplest ones)")
+    ap.add_argument("--dataset-tasks", type=int, default=6, help="held-out dataset tasks (the simplest ones)")
+    ap.add_argument("--max-new-tokens", type=int, default=192)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (on a busy 2-core box one thread beats "
+                    "two fighting the other processes)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    import torch
+
+    torch.set_num_threads(args.threads)
     t0 = time.monotonic()
     data = build_dataset(args.out)
     print(f"dataset: {data['accepted']} accepted of {data['generated']} pairs from {data['sections']} sections "
