@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from doctune.cli.common import console, out
+from doctune.cli.common import console
 
 
 def register(app: typer.Typer) -> None:
@@ -19,8 +19,8 @@ def register(app: typer.Typer) -> None:
 
         if out_dir is None:
             for name in shipped.SHIPPED:
-                out.print(f"{name}\t{shipped.path(name)}", highlight=False, soft_wrap=True)
+                typer.echo(f"{name}\t{shipped.path(name)}")  # tab-separated for scripts (Rich would expand it)
             return
         for p in shipped.copy_to(out_dir):
-            out.print(str(p), highlight=False, soft_wrap=True)
+            typer.echo(str(p))
         console.print(f"copied {len(shipped.SHIPPED)} files to {out_dir}/ (the Zig docs are MIT: LICENSE-zig.txt)")

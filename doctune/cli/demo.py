@@ -19,8 +19,25 @@ from doctune.cli.common import console, settings_from
 
 DEMO_DOCS = ("sample", "stale")
 DEMO_EVAL_TASKS = 6  # the simplest shipped tasks (shortest reference solution); base and tuned answer each
-DEMO_MAX_NEW_TOKENS = 256  # the simple tasks' answers are short programs
-DEMO_TRAIN_STEPS = 12
+DEMO_MAX_NEW_TOKENS = 192  # the simple tasks' answers are short programs
+DEMO_TRAIN_STEPS = 8  # x 2 sequences of <= 512 tokens: the whole demo stays within ~10 min on 2 cores
+DEMO_MAX_SEQ_LENGTH = 512
+
+
+def fit_torch_threads() -> str:
+    """Torch threads = the cores nobody else is using (at least 1): on a 2-core box already busy, two threads
+    spin against the other processes and run several times slower than one. Returns what was decided."""
+    import os
+
+    try:
+        import torch
+    except ImportError:
+        return "torch not installed"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    threads = max(1, min(cores, round(cores - load)))
+    torch.set_num_threads(threads)
+    return f"{threads} torch thread(s) ({cores} cores, load {load:.1f})"
 
 
 def simplest_tasks(n: int, files: list[Path] | None = None) -> list[Any]:
@@ -101,12 +118,15 @@ def register(app: typer.Typer) -> None:
             "train": {"enabled": train},
         }
         if train:
-            overrides["train"].update(preset="cpu-smollm2", max_steps=DEMO_TRAIN_STEPS)
+            overrides["train"].update(preset="cpu-smollm2", max_steps=DEMO_TRAIN_STEPS,
+                                      overrides={"max_seq_length": DEMO_MAX_SEQ_LENGTH})
             overrides["eval"] = {"tasks": [_write_tasks(out_dir, DEMO_EVAL_TASKS)], "max_tasks": DEMO_EVAL_TASKS,
                                  "max_new_tokens": DEMO_MAX_NEW_TOKENS}
         settings = settings_from(None, **overrides)
         docs = [str(corpus.path(name)) for name in DEMO_DOCS]
         console.print(f"[bold]doctune demo[/]: {', '.join(Path(d).name for d in docs)} -> {out_dir}")
+        if train:
+            console.print(f"training and evaluation on {fit_torch_threads()}", highlight=False)
         preflight(docs, settings)
         summary = asyncio.run(run_pipeline(docs, out_dir, settings))
         print_summary(summary, out_dir)
