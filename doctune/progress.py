@@ -66,7 +66,7 @@ class RunProgress:
             self._beat.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         if self._beat is not None:
             self._beat.join(timeout=5)
