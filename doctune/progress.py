@@ -24,7 +24,7 @@ from rich.progress import (
 from doctune.cli.common import console
 
 _STAGES = ("split", "curate", "export", "train", "evaluate")
-_NEXT = {"start": "split", "split": "sections", "section": "sections", "curate": "export", "export": "train/evaluate or done",
+_NEXT = {"start": "split", "split": "sections", "section": "sections", "curate": "export", "export": "train (if enabled)",
          "train": "evaluate", "evaluate": "done"}
 
 
