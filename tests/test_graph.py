@@ -114,7 +114,7 @@ class CountingGenerator(DocExampleGenerator):
 
 def test_resume_does_not_regenerate_finished_sections(tmp_path: Path, cache_dir: Path) -> None:
     out = tmp_path / "out"
-    settings = _settings(cache_dir, generator={"concurrency": 1})  # one branch at a time: deterministic crash point
+    settings = _settings(cache_dir, generator={"concurrency": 1, "sections_in_flight": 1})  # one branch at a time
     gen = CountingGenerator(settings)
     from doctune.agents.splitter import split_paths
 
