@@ -3,7 +3,8 @@
 `Validator.validate(code, …)` → `Verdict`. It classifies the block (program → run, tests → test, both → test
 then run, fragment → type-checked in a wrapper = `compiled_only`), checks expectations (expected compile error,
 error text, stdout), answers `unsupported` for imports it cannot satisfy, retries infrastructure failures with
-backoff (never blaming the code), caches verdicts in SQLite and bounds concurrency. `validate_many` adds
+backoff (never blaming the code), caches verdicts in SQLite, lets identical blocks checked at the same moment
+share one check (``SingleFlight``, keyed like the cache) and bounds concurrency. `validate_many` adds
 batching of plain test blocks (see ``doctune.executors.batch``).
 """
 
