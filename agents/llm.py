@@ -10,6 +10,7 @@ lenient parsing, and re-asking with feedback after a malformed / truncated / emp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import re
@@ -22,6 +23,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from doctune import prompts
+from doctune.agents.limits import RequestLimit
 from doctune.errors import AccessError, ConfigError, DoctuneError, EndpointError
 from doctune.settings import LLMSettings
 
@@ -219,10 +221,12 @@ def parse_lenient(schema: type[T], text: str) -> T:
 class StructuredCaller:
     """Structured-output calls to one endpoint with our retry rules. One per run (it holds the rate limiter)."""
 
-    def __init__(self, llm: LLMSettings, *, format_retries: int = 1, limiter: RateLimiter | None = None):
+    def __init__(self, llm: LLMSettings, *, format_retries: int = 1, limiter: RateLimiter | None = None,
+                 in_flight: RequestLimit | None = None):
         self.llm = llm
         self.format_retries = format_retries
         self.limiter = limiter or RateLimiter(llm.requests_per_second)
+        self.in_flight = in_flight  # requests open at once (None: unbounded); waits and backoff hold no slot
         build_chat_model(llm)  # fail fast on a missing endpoint
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: Any = None
@@ -272,9 +276,10 @@ class StructuredCaller:
                       config: dict[str, Any] | None) -> tuple[Any, T | None, str]:
         """One logical call with transient retries: (raw message, parsed or None, why it is unusable)."""
         for attempt in range(self.llm.max_retries + 1):
-            await self.limiter.acquire()
             try:
-                out = await self._send(schema, msgs, config)
+                async with self.in_flight or contextlib.nullcontext():
+                    await self.limiter.acquire()
+                    out = await self._send(schema, msgs, config)
             except openai.LengthFinishReasonError as e:  # json_schema: the client refuses truncated answers
                 msg = _message_from_completion(e.completion)
                 return msg, None, "the answer was cut off at max_tokens (finish_reason=length)"

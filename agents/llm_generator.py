@@ -16,6 +16,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, Field
 
 from doctune import prompts
+from doctune.agents.limits import RequestLimit
 from doctune.agents.llm import GenerationError, RateLimiter, StructuredCaller, Usage, is_transient
 from doctune.schemas import Pair, Section, Verdict, extract_zig_blocks, sha256
 from doctune.settings import Settings
@@ -252,6 +253,7 @@ class LLMGenerator:
         self.caller = caller or StructuredCaller(
             settings.llm, format_retries=settings.generator.format_retries,
             limiter=RateLimiter(settings.llm.requests_per_second),
+            in_flight=RequestLimit(settings.generator.concurrency),
         )
         self.usage = Usage()
         self.last_repair_error: dict[str, str] = {}  # pair id -> why its last repair gave nothing usable

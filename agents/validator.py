@@ -3,7 +3,8 @@
 `Validator.validate(code, …)` → `Verdict`. It classifies the block (program → run, tests → test, both → test
 then run, fragment → type-checked in a wrapper = `compiled_only`), checks expectations (expected compile error,
 error text, stdout), answers `unsupported` for imports it cannot satisfy, retries infrastructure failures with
-backoff (never blaming the code), caches verdicts in SQLite and bounds concurrency. `validate_many` adds
+backoff (never blaming the code), caches verdicts in SQLite, lets identical blocks checked at the same moment
+share one check (``SingleFlight``, keyed like the cache) and bounds concurrency. `validate_many` adds
 batching of plain test blocks (see ``doctune.executors.batch``).
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from doctune.agents.limits import SingleFlight
 from doctune.executors.base import ExecOptions, ExecRequest, ExecResult, Executor, get_executor
 from doctune.executors.cache import VerdictCache, cache_key
 from doctune.executors.zigsrc import (
@@ -104,6 +106,7 @@ class Validator:
         self._sem_loop: asyncio.AbstractEventLoop | None = None
         self.executions = 0  # executor calls (compiles), for stats and the benchmark
         self.batches = 0  # batched `zig test` compiles among them
+        self._flights: SingleFlight[Verdict] = SingleFlight(copy=lambda v: v.model_copy(deep=True))
 
     # ---- public API -------------------------------------------------------------------------------------
     async def validate(
@@ -124,19 +127,27 @@ class Validator:
     async def validate_many(
         self, items: Sequence[BlockInput], *, on_done: Callable[[int, Verdict], None] | None = None
     ) -> list[Verdict]:
-        """Validate all items concurrently (bounded); results in input order."""
+        """Validate all items concurrently (bounded); results in input order. A block identical to one being
+        checked at this moment (same cache key, in this call or another) shares that check."""
         from doctune.executors.batch import validate_many
 
-        return await validate_many(self, items, on_done=on_done)
+        return await self._flights.run(
+            [self.key(b) for b in items],
+            lambda idx, done: validate_many(self, [items[i] for i in idx], on_done=done),
+            on_done,
+        )
 
     async def validate_block(self, block: BlockInput) -> Verdict:
         key = self.key(block)
+        return (await self._flights.run([key], lambda _, __: self._validate_one(key, block)))[0]
+
+    async def _validate_one(self, key: str, block: BlockInput) -> list[Verdict]:
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
-            return hit
+            return [hit]
         verdict = await self.judge(block)
         if self.cache is not None:
             self.cache.put(key, verdict)
-        return verdict
+        return [verdict]
 
     async def aclose(self) -> None:
         await self.executor.aclose()

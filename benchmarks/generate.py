@@ -6,8 +6,15 @@ conceptual pairs only, so no Zig compile runs and the wall times compare the gen
 doctune time is the whole run (split, fan-out, checkpoints, curate, export). Then the checkpoint DB size per
 section at two run sizes (goal: flat, because state holds ids, not text).
 
+With ``--code`` the server answers with Zig programs (tests/fakes/zig_answers: one correct, one with a compile
+error that the repair fixes, one conceptual pair per section), so the run generates, compiles, repairs and
+compiles again. It reports the run's wall time against the two floors -- N*L/C for the LLM and the validator's
+own time for the same blocks, measured in the same invocation by validating them directly -- and the average
+number of requests in flight (from the server's own record of its requests).
+
     python benchmarks/generate.py                     # 200 sections, 0.5 s latency, concurrency 16
     python benchmarks/generate.py --sections 40 --latency 0.2 --sizes 20,80   # quick look
+    python benchmarks/generate.py --code --sections 64                        # with code to compile
 """
 
 from __future__ import annotations
@@ -15,13 +22,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +40,7 @@ sys.path.insert(0, str(ROOT))  # the test server lives in tests/fakes
 from tests.fakes.openai_server import messages_text  # noqa: E402
 
 LANGREF = ROOT.parent / "shared" / "corpus" / "zig-0.14.0-langref.md"
+NONCE_ENV = "DOCTUNE_BENCH_NONCE"
 _TITLE = re.compile(r'section "(?P<h>[^"]*)"|^## (?P<t>.+)$', re.M)
 
 
@@ -59,13 +69,31 @@ def responder(body: dict[str, Any]) -> Any:
     return {"pairs": pairs}
 
 
+def code_responder(body: dict[str, Any]) -> Any:
+    """Answers with Zig code (tests/fakes/zig_answers: a correct program, one with a compile error that the
+    repair prompt fixes, a conceptual pair). Every block carries this benchmark's nonce, so no earlier run's
+    Zig cache or verdict cache answers for it."""
+    from tests.fakes.zig_answers import responder as zig_responder
+
+    tag = f"// doctune benchmark {os.environ.get(NONCE_ENV, '')}\n"
+
+    def mark(x: Any) -> Any:
+        if isinstance(x, str):
+            return x.replace("```zig\n", "```zig\n" + tag)
+        if isinstance(x, dict):
+            return {k: mark(v) for k, v in x.items()}
+        return [mark(v) for v in x] if isinstance(x, list) else x
+
+    return mark(zig_responder(body))
+
+
 @contextmanager
-def server(latency: float, history: Path) -> Iterator[str]:
+def server(latency: float, history: Path, responder: str = "responder", nonce: str = "") -> Iterator[str]:
     """The test server in its own process (like a remote endpoint: its CPU does not compete with the client's
     event loop for the GIL). Yields the base URL; every request lands in ``history`` as a JSON line."""
     cmd = [sys.executable, "-m", "tests.fakes.openai_server", "--latency", str(latency),
-           "--responder", "benchmarks.generate:responder", "--history-file", str(history)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+           "--responder", f"benchmarks.generate:{responder}", "--history-file", str(history)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, NONCE_ENV: nonce})
     try:
         line = proc.stdout.readline().strip() if proc.stdout else ""
         if not line.startswith("BASE_URL="):
@@ -122,21 +150,27 @@ def _warm_imports() -> None:
     import doctune.graph.graph  # noqa: F401
 
 
-def doctune_run(doc: Path, out: Path, base_url: str, concurrency: int) -> tuple[float, int, Any]:
-    """The whole doctune pipeline over the same doc. Returns (wall seconds, requests seen, summary)."""
-    from doctune.runner import run_pipeline
+def bench_settings(base_url: str, concurrency: int, **extra: Any) -> Any:
     from doctune.settings import load_settings
 
-    settings = load_settings(
+    return load_settings(
         llm={"base_url": base_url, "api_key": "bench", "model": "bench", "max_retries": 2},
         generator={"kind": "llm", "concurrency": concurrency, "max_continuations": 2, "continuation_chars": 5000},
         curator={"decontaminate": False},
         dataset={"test_size": 0.1},
+        **extra,
     )
+
+
+def doctune_run(doc: Path, out: Path, base_url: str, concurrency: int) -> tuple[float, float, Any]:
+    """The whole doctune pipeline over the same doc. Returns (wall seconds, CPU seconds of this process, summary)."""
+    from doctune.runner import run_pipeline
+
+    settings = bench_settings(base_url, concurrency)
     _warm_imports()
-    t0 = time.monotonic()
+    t0, c0 = time.monotonic(), time.process_time()
     summary = asyncio.run(run_pipeline([str(doc)], out, settings, show_progress=False))
-    return time.monotonic() - t0, 0, summary
+    return time.monotonic() - t0, time.process_time() - c0, summary
 
 
 def db_size_per_section(n: int, work: Path, concurrency: int) -> tuple[int, float]:
@@ -150,13 +184,107 @@ def db_size_per_section(n: int, work: Path, concurrency: int) -> tuple[int, floa
     return summary.sections, size / max(1, summary.sections)
 
 
+# ---------------------------------------------------------------- --write-costs: what the checkpoint and store cost
+
+
+@contextmanager
+def _patched(memory_saver: bool) -> Iterator[Counter[str]]:
+    """Count the run's SQLite checkpoint writes and store files; optionally swap in LangGraph's in-memory
+    saver (an experiment, not a mode: it gives up durability)."""
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    import doctune.graph.checkpoint as cp
+    from doctune.store import Store
+
+    counts: Counter[str] = Counter()
+    saved: list[tuple[Any, str, Any]] = []
+
+    def count(owner: Any, name: str, key: str) -> None:
+        orig = getattr(owner, name)
+        saved.append((owner, name, orig))
+        if asyncio.iscoroutinefunction(orig):
+            async def wrapped(*args: Any, **kw: Any) -> Any:
+                counts[key] += 1
+                return await orig(*args, **kw)
+        else:
+            def wrapped(*args: Any, **kw: Any) -> Any:
+                counts[key] += 1
+                return orig(*args, **kw)
+        setattr(owner, name, wrapped)
+
+    count(AsyncSqliteSaver, "aput", "checkpoint")
+    count(AsyncSqliteSaver, "aput_writes", "write batch")
+    count(Store, "_write", "store file")
+    if memory_saver:
+        @asynccontextmanager
+        async def in_memory(url: Any, out_dir: Any) -> Any:
+            yield InMemorySaver()
+
+        saved.append((cp, "open_checkpointer", cp.open_checkpointer))
+        cp.open_checkpointer = in_memory  # type: ignore[assignment]
+    try:
+        yield counts
+    finally:
+        for owner, name, orig in reversed(saved):
+            setattr(owner, name, orig)
+
+
+def write_costs(doc: Path, work: Path, concurrency: int, repeat: int = 2) -> None:
+    """CPU seconds of the run at 0 s latency (so CPU is all there is), as shipped and with the in-memory saver,
+    best of ``repeat`` each, alternating; the SQLite cost per write is the difference over the writes counted.
+    A store file's cost is timed alone (rewriting the run's own pair files in a fresh directory)."""
+    from doctune.runner import run_pipeline
+    from doctune.store import Store
+
+    cpu: dict[bool, list[float]] = {False: [], True: []}
+    counts: Counter[str] = Counter()
+    with server(0.0, work / "hist-costs.jsonl") as base_url:
+        settings = bench_settings(base_url, concurrency)
+        _warm_imports()
+        for k in range(repeat):
+            for memory in (False, True):
+                out = work / f"costs-{k}-{memory}"
+                with _patched(memory) as seen:
+                    c0 = time.process_time()
+                    asyncio.run(run_pipeline([str(doc)], out, settings, show_progress=False))
+                    cpu[memory].append(time.process_time() - c0)
+                if not memory:
+                    counts = seen
+    pairs = [Store(work / "costs-0-False" / "store").get_pair(p.stem)
+             for p in sorted((work / "costs-0-False" / "store" / "pairs").glob("*.json"))]
+    store = Store(work / "store-timing")
+    c0, t0 = time.process_time(), time.monotonic()
+    for p in pairs:
+        store.put_pair(p)
+    store_cpu, store_wall = (time.process_time() - c0) / len(pairs), (time.monotonic() - t0) / len(pairs)
+    shipped, memory = min(cpu[False]), min(cpu[True])
+    writes = counts["checkpoint"] + counts["write batch"]
+    print(f"CPU of the whole run at 0 s latency: {shipped:.2f} s as shipped, {memory:.2f} s with the in-memory "
+          f"saver (best of {repeat}; all: {', '.join(f'{x:.2f}' for x in cpu[False] + cpu[True])})")
+    print(f"SQLite checkpointing: {shipped - memory:.2f} s for {counts['checkpoint']} checkpoints + "
+          f"{counts['write batch']} write batches = {1000 * (shipped - memory) / max(1, writes):.2f} ms per write")
+    print(f"store: {counts['store file']} files written; one file (temp file + rename) costs "
+          f"{1000 * store_cpu:.2f} ms CPU, {1000 * store_wall:.2f} ms wall -> "
+          f"{counts['store file'] * store_cpu:.2f} s CPU for the run")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sections", type=int, default=200)
     p.add_argument("--latency", type=float, default=0.5)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--sizes", default="50,400", help="run sizes for the checkpoint-DB measurement")
+    p.add_argument("--code", action="store_true", help="answers with Zig code to compile (and repair); "
+                   "reports wall time against the LLM and validator floors and requests in flight")
+    p.add_argument("--write-costs", action="store_true", help="also measure the CPU cost of each checkpoint "
+                   "write and store file (runs at 0 s latency)")
+    p.add_argument("--one-call-floor", action="store_true", help="--code: also time all blocks in one call")
     a = p.parse_args(argv)
+    if a.code:
+        from benchmarks.generate_code import code_run
+
+        return code_run(a)
     with tempfile.TemporaryDirectory(prefix="doctune-bench-") as tmp:
         work = Path(tmp)
         doc = work / "bench.md"
@@ -164,14 +292,18 @@ def main(argv: list[str] | None = None) -> int:
         history = work / "history.jsonl"
         with server(a.latency, history) as base_url:
             seq_s, seq_req, seq_pairs = recipe_loop(doc, base_url)
-            par_s, _, summary = doctune_run(doc, work / "out", base_url, a.concurrency)
+            par_s, par_cpu, summary = doctune_run(doc, work / "out", base_url, a.concurrency)
+            load = os.getloadavg()[0]
             par_req = requests_in(history) - seq_req
         print(f"sections: {a.sections}   server latency: {a.latency:.2f} s/request")
         print(f"recipe loop (sequential):   {seq_s:7.1f} s   {seq_req} requests, {seq_pairs} pairs")
         print(f"doctune (concurrency {a.concurrency:>2}):  {par_s:7.1f} s   {par_req} requests, "
               f"{summary.generated} pairs generated, {summary.accepted} kept")
         ratio = seq_s / par_s
-        print(f"speed-up: {ratio:.1f}x  (goal >= 13x)")
+        print(f"speed-up: {ratio:.1f}x  (goal >= 13x)   floor {a.sections * a.latency / a.concurrency:.2f} s; "
+              f"doctune's own CPU {par_cpu:.1f} s; load average {load:.1f} on {os.cpu_count()} cores")
+        if a.write_costs:
+            write_costs(doc, work, a.concurrency)
         for n in (int(x) for x in a.sizes.split(",")):
             sections, per = db_size_per_section(n, work, a.concurrency)
             print(f"checkpoint DB at N={sections:>4}: {per / 1024:6.1f} KiB per section")

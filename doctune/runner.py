@@ -63,7 +63,7 @@ def compute_run_id(docs: list[str], max_sections: int | None, settings: Settings
         "docs": _doc_fingerprint(docs),
         "max_sections": max_sections,
         "split": settings.split.model_dump(mode="json"),
-        "generator": settings.generator.model_dump(mode="json", exclude={"concurrency"}),
+        "generator": settings.generator.model_dump(mode="json", exclude={"concurrency", "sections_in_flight"}),
         "kind": generator_kind(settings),
         "model": settings.llm.model if generator_kind(settings) == "llm" else None,
         "curator": settings.curator.model_dump(mode="json"),
@@ -94,7 +94,9 @@ async def run_pipeline(
     ctx = context or Context(settings=settings, out_dir=out_dir)
     config = {
         "configurable": {"thread_id": run_id},
-        "max_concurrency": settings.generator.concurrency,
+        # Sections run up to this bound; the LLM client itself keeps to generator.concurrency requests, and the
+        # validator to validator.concurrency checks, so a section waiting for its checks holds no LLM slot.
+        "max_concurrency": settings.generator.sections_bound(),
         "recursion_limit": 50 + 4 * (settings.generator.max_repairs + 2),
         **trace_config(run_id, docs, settings),
     }

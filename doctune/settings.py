@@ -84,7 +84,16 @@ class GeneratorSettings(_Part):
     format_retries: int = Field(
         1, ge=0, le=5, description="Re-asks (with the parse error as feedback) after a malformed/truncated/empty answer."
     )
-    concurrency: int = Field(8, ge=1, description="Sections generated concurrently.")
+    concurrency: int = Field(8, ge=1, description="LLM requests in flight at once (generation and repair).")
+    sections_in_flight: int | None = Field(
+        None, ge=1, description="Sections in progress at once (generating, waiting for or in validation, "
+        "repairing); bounds memory. Default: max(32, 4 x concurrency), so sections waiting for their code "
+        "checks do not keep the LLM idle.",
+    )
+
+    def sections_bound(self) -> int:
+        """How many sections the graph runs at once (`sections_in_flight`, or its default)."""
+        return self.sections_in_flight or max(32, 4 * self.concurrency)
 
 
 class ValidatorSettings(_Part):

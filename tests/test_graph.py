@@ -167,7 +167,8 @@ def test_resume_does_not_regenerate_finished_sections(tmp_path: Path, cache_dir:
     from doctune.lifecycle import arun
 
     out = tmp_path / "out"
-    settings = _settings(cache_dir, generator={"concurrency": 1}, checkpoint={"url": checkpoint_url})
+    settings = _settings(cache_dir, generator={"concurrency": 1, "sections_in_flight": 1},
+                         checkpoint={"url": checkpoint_url})
     gen = CountingGenerator(settings)  # one branch at a time: a deterministic crash point
     from doctune.agents.splitter import split_paths
 

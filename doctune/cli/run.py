@@ -100,7 +100,7 @@ def register(app: typer.Typer) -> None:
         config: Path | None = typer.Option(None, "--config", "-c", help="TOML settings file."),
         generator: str | None = typer.Option(None, "--generator", help="auto | doc-examples | llm"),
         model: str | None = typer.Option(None, "--model", help="LLM model name (llm generator)."),
-        concurrency: int | None = typer.Option(None, "--concurrency", min=1, help="Sections in parallel."),
+        concurrency: int | None = typer.Option(None, "--concurrency", min=1, help="LLM requests in flight (generator.concurrency)."),
         executor: str | None = typer.Option(None, "--executor", help="local | codapi"),
         unsafe_no_sandbox: bool = typer.Option(False, "--unsafe-no-sandbox", help="Run code without bwrap."),
         train: bool | None = typer.Option(None, "--train/--no-train", help="Train + evaluate after export."),

@@ -51,7 +51,8 @@ class Recorded:
     status: int
     fault: str | None
     content: str | None  # the text or tool-call arguments sent back (None for errors)
-    t: float
+    t: float  # when the answer was ready (time.time())
+    t_start: float | None = None  # when the request had been read
 
 
 Responder = Callable[[dict[str, Any]], "str | dict[str, Any] | Fault"]
@@ -304,7 +305,8 @@ def _make_handler(srv: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
 
         def _record(self, body: dict[str, Any], status: int, fault: str | None, content: str | None) -> None:
             headers = {k.lower(): v for k, v in self.headers.items()}
-            srv._record(Recorded(self.path, body, headers, status, fault, content, time.time()))
+            srv._record(Recorded(self.path, body, headers, status, fault, content, time.time(),
+                                 getattr(self, "_t_start", None)))
 
         def _authorised(self) -> bool:
             if srv.api_key is None or self.headers.get("Authorization") == f"Bearer {srv.api_key}":
@@ -324,6 +326,7 @@ def _make_handler(srv: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:  # noqa: N802
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self._t_start = time.time()
             if not self._authorised():
                 return
             if not self.path.rstrip("/").endswith("/chat/completions"):
