@@ -19,7 +19,7 @@ def doctune(*args: str) -> subprocess.CompletedProcess[str]:
 def _pythonpath() -> dict[str, str]:
     import os
 
-    return {k: v for k, v in os.environ.items() if k in ("PYTHONPATH", "HOME", "VIRTUAL_ENV")}
+    return {k: v for k, v in os.environ.items() if k in ("PYTHONPATH", "HOME", "VIRTUAL_ENV", "DOCTUNE_CORPUS_DIR")}
 
 
 def test_version_is_one_line() -> None:
@@ -58,11 +58,23 @@ def test_command_help_shows_flags_without_a_value_type() -> None:
     assert "<bool>" not in p.stdout and "-h, --help" in p.stdout
 
 
-def test_corpus_lists_and_copies_the_shipped_docs(tmp_path) -> None:
+def test_corpus_lists_and_copies_the_shipped_docs(tmp_path, langref_path) -> None:
     p = doctune("corpus")
     names = dict(line.split("\t") for line in p.stdout.splitlines())
-    assert set(names) == {"sample", "stale", "langref", "examples", "license"}
+    assert set(names) == {"sample", "stale", "langref", "examples"}
+    assert names["langref"] == str(langref_path)  # found through $DOCTUNE_CORPUS_DIR, not shipped
     copied = doctune("corpus", "--out", str(tmp_path / "c"))
     assert copied.returncode == 0
-    assert (tmp_path / "c" / "zig-0.14.0-langref.md").stat().st_size > 400_000
-    assert (tmp_path / "c" / "LICENSE-zig.txt").read_text().startswith("The MIT License")
+    assert sorted(f.name for f in (tmp_path / "c").iterdir()) == ["zig-sample.md", "zig-stale.md"]
+
+
+def test_corpus_without_the_language_reference_says_where_to_point(tmp_path) -> None:
+    import os
+
+    env = {**os.environ, "DOCTUNE_CORPUS_DIR": str(tmp_path)}  # explicit and empty: no fallback
+    p = subprocess.run([sys.executable, "-c", _CLI, "corpus"], capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 0
+    assert "langref\t(not found: set DOCTUNE_CORPUS_DIR)" in p.stdout.splitlines()
+    split = subprocess.run([sys.executable, "-c", "from doctune import corpus; corpus.path('langref')"],
+                           capture_output=True, text=True, env=env, timeout=60)
+    assert split.returncode != 0 and "set DOCTUNE_CORPUS_DIR" in split.stderr

@@ -23,8 +23,8 @@ def fence_open_at_end(text: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def sections():
-    return split_paths([LANGREF], SplitSettings())
+def sections(langref_path):
+    return split_paths([langref_path], SplitSettings())
 
 
 def test_langref_section_count_and_sizes(sections):
