@@ -106,11 +106,9 @@ def register(app: typer.Typer) -> None:
         unsafe_no_sandbox: bool = typer.Option(False, "--unsafe-no-sandbox", help="Run code without bwrap."),
     ) -> None:
         """The main job on the shipped Zig docs, offline (no API key, no GPU), then what each stage did."""
-        import asyncio
-
         from doctune import corpus
-        from doctune.cli.run import preflight, print_summary
-        from doctune.runner import run_pipeline
+        from doctune.cli.run import interruptible, print_summary
+        from doctune.lifecycle import arun, run_sync
 
         overrides: dict[str, Any] = {
             "generator": {"kind": "doc-examples"},
@@ -127,8 +125,8 @@ def register(app: typer.Typer) -> None:
         console.print(f"[bold]doctune demo[/]: {', '.join(Path(d).name for d in docs)} -> {out_dir}")
         if train:
             console.print(f"training and evaluation on {fit_torch_threads()}", highlight=False)
-        preflight(docs, settings)
-        summary = asyncio.run(run_pipeline(docs, out_dir, settings))
+        summary = interruptible(lambda: run_sync(arun(docs, out_dir, settings, show_progress=True),
+                                                 f"doctune retry {out_dir}"))
         print_summary(summary, out_dir)
         for line in walkthrough(summary, out_dir):
             console.print(line, markup=False, highlight=False, soft_wrap=True)
