@@ -257,6 +257,8 @@ class LLMGenerator:
         )
         self.usage = Usage()
         self.last_repair_error: dict[str, str] = {}  # pair id -> why its last repair gave nothing usable
+        for name in prompts.names():  # read the templates here (built off the event loop), not in a node
+            prompts.source(name)
 
     async def generate_result(self, section: Section, covered: Sequence[str] = ()) -> GenerationResult:
         try:

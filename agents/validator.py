@@ -142,17 +142,18 @@ class Validator:
         return (await self._flights.run([key], lambda _, __: self._validate_one(key, block)))[0]
 
     async def _validate_one(self, key: str, block: BlockInput) -> list[Verdict]:
-        if self.cache is not None and (hit := self.cache.get(key)) is not None:
+        # SQLite in a worker thread: nodes run in the server's event loop, which must not block.
+        if self.cache is not None and (hit := (await self.cache.aget_many([key]))[0]) is not None:
             return [hit]
         verdict = await self.judge(block)
         if self.cache is not None:
-            self.cache.put(key, verdict)
+            await self.cache.aput_many([(key, verdict)])
         return [verdict]
 
     async def aclose(self) -> None:
         await self.executor.aclose()
         if self.cache is not None:
-            self.cache.close()
+            await self.cache.aclose()
 
     # ---- internals --------------------------------------------------------------------------------------
     def key(self, block: BlockInput) -> str:

@@ -1,8 +1,9 @@
 """The graph served by `langgraph dev` (langgraph.json at the repo root), driven with langgraph-sdk.
 
 A real server process on a free localhost port, offline: the doc-example generator and the real Zig compiler on a
-tiny doc written by the test. The server brings its own checkpointer (in-memory + pickle files in its cwd), so
-this also proves the graph factory works without ours.
+tiny doc written by the test, with the default settings (local executor, SQLite verdict cache on) and without
+`--allow-blocking`, so the server's blockbuster check proves no node blocks its event loop. The server brings its
+own checkpointer (in-memory + pickle files in its cwd), so this also proves the graph factory works without ours.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -24,8 +26,7 @@ import pytest
 pytest.importorskip("langgraph_api", reason="the LangGraph server is in the [server] extra: pip install 'doctune[server]'")
 langgraph_sdk = pytest.importorskip("langgraph_sdk", reason="pip install 'doctune[server]'")
 
-from tests.fakes.codapi_server import CodapiConfig, FakeCodapi  # noqa: E402 - after the importorskips
-from tests.test_validator import ZIG_CACHE  # noqa: E402
+from tests.test_validator import ZIG_CACHE  # noqa: E402 - after the importorskips
 
 pytestmark = pytest.mark.zig
 
@@ -75,35 +76,25 @@ def _langgraph_exe() -> list[str]:
 
 
 @pytest.fixture
-def codapi() -> Iterator[FakeCodapi]:
-    fake = FakeCodapi(CodapiConfig.load(pool_size=2), zig_cache=ZIG_CACHE).start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
-
-
-@pytest.fixture
-def server(tmp_path: Path, codapi: FakeCodapi):
+def server(tmp_path: Path) -> Iterator[str]:
     """`langgraph dev` in tmp_path (its .langgraph_api/ state lands there), settings from the environment.
 
-    Code runs on a Codapi server (the serving setup of docker/compose.yaml; here the local fake that speaks its
-    protocol): the local executor still creates its temp dirs and reads the verdict cache synchronously, which
-    `langgraph dev` refuses in the event loop (see README, "Serving and scaling")."""
+    The default executor (local Zig in bubblewrap) and the verdict cache on: their temp dirs, cgroups and SQLite
+    calls run in worker threads, so `langgraph dev` needs no `--allow-blocking` (see README, "Serving and
+    scaling")."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DOCTUNE_", "LANGSMITH_", "LANGCHAIN_"))}
     env.update(
         DOCTUNE_OUT=str(tmp_path / "out"),
         DOCTUNE_GENERATOR__KIND="doc-examples",
         DOCTUNE_VALIDATOR__CACHE_PATH=str(tmp_path / "verdicts.sqlite"),
-        DOCTUNE_VALIDATOR__CACHE="false",
-        DOCTUNE_VALIDATOR__EXECUTOR="codapi",
-        DOCTUNE_VALIDATOR__CODAPI_URL=codapi.url,
+        DOCTUNE_VALIDATOR__ZIG_CACHE_DIR=str(ZIG_CACHE),  # the tests' shared Zig cache: warm compiles
         LANGSMITH_TRACING="false",
         LANGGRAPH_CLI_NO_ANALYTICS="1",
     )
     log = (tmp_path / "server.log").open("wb")
-    # Exactly as the README documents it: no --allow-blocking (the nodes do their file I/O in worker threads).
+    # Exactly as the README documents it: no --allow-blocking (nodes, validator, executor and verdict cache do
+    # their file and SQLite I/O in worker threads).
     cmd = [*_langgraph_exe(), "dev", "--config", str(ROOT / "langgraph.json"), "--host", "127.0.0.1",
            "--port", str(port), "--no-browser", "--no-reload"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -177,9 +168,12 @@ def test_langgraph_dev_serves_the_graph(server: str, tmp_path: Path) -> None:
     rows = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
     assert sorted(r["evidence"] for r in rows) == ["executed", "tested"]
     assert (out / "dataset" / "README.md").is_file()
+    with sqlite3.connect(tmp_path / "verdicts.sqlite") as db:  # the server's validator stored both verdicts
+        assert db.execute("SELECT COUNT(*) FROM verdicts").fetchone()[0] == 2
 
     # A second run with its own output dir, given as the run's JSON context.
     events2, got2 = asyncio.run(_run(server, doc, context={"out_dir": str(tmp_path / "run2")}))
     assert not [d for e, d in events2 if e == "error"]
     assert got2["state"]["values"]["export"]["pairs"] == 2
     assert len((tmp_path / "run2" / "pairs.jsonl").read_text().splitlines()) == 2
+    assert "Blocking call" not in (tmp_path / "server.log").read_text(errors="replace")

@@ -15,6 +15,8 @@ message. Output names the batch file; it is renamed to the block's (`doctune_pro
 stdout is compared. If a batch does not compile, errors located in a block's own file make that block's
 `compile_error` verdict (one compile finds them all); blocks only mentioned in other errors are judged alone;
 the rest compile together again.
+Cache reads and writes go through a worker thread, once for the lookups and once per finished batch (the event
+loop never touches SQLite); a verdict is stored before anyone waiting for it is told.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ inline fn callMain(comptime m: anytype) u8 {
 }
 """
 
-Finish = Callable[[int, Verdict], None]
+Finish = Callable[[list[tuple[int, Verdict]]], Awaitable[None]]
 Single = Callable[[int], Awaitable[None]]
 
 
@@ -110,22 +112,28 @@ async def validate_many(
     on_done: Callable[[int, Verdict], None] | None = None,
 ) -> list[Verdict]:
     results: list[Verdict | None] = [None] * len(items)
+    cache = validator.cache
+    keys = [validator.key(b) for b in items] if cache is not None else []
 
-    def finish(i: int, v: Verdict, store: bool = True) -> None:
-        if store and validator.cache is not None:
-            validator.cache.put(validator.key(items[i]), v)
+    def record(i: int, v: Verdict) -> None:
         results[i] = v
         if on_done is not None:
             on_done(i, v)
 
+    async def finish(done: list[tuple[int, Verdict]]) -> None:
+        if cache is not None:
+            await cache.aput_many([(keys[i], v) for i, v in done])
+        for i, v in done:
+            record(i, v)
+
     async def single(i: int) -> None:
-        finish(i, await validator.judge(items[i]))
+        await finish([(i, await validator.judge(items[i]))])
 
     groups: dict[str, list[int]] = {"test": [], "run": [], "single": []}
-    for i, block in enumerate(items):
-        hit = validator.cache.get(validator.key(block)) if validator.cache is not None else None
+    hits = await cache.aget_many(keys) if cache is not None else [None] * len(items)
+    for i, (block, hit) in enumerate(zip(items, hits, strict=True)):
         if hit is not None:
-            finish(i, hit, store=False)
+            record(i, hit)
         else:
             groups[batch_kind(validator, block) or "single"].append(i)
     jobs: list[Awaitable[None]] = []
@@ -168,17 +176,18 @@ async def _run_test_batch(
         await _after_failed_compile(validator, items, ids, compiled, "doctune_blk_", single, finish, retry)
         return
     share = compiled.duration_s / len(ids)
+    done: list[tuple[int, Verdict]] = []
+    alone: list[int] = []
     for k, (i, run) in enumerate(zip(ids, runs, strict=True)):
         if run.infra_error is not None or run.tests is None:
-            await single(i)  # the sandbox failed for this run: judge it alone (with its own retries)
+            alone.append(i)  # the sandbox failed for this run: judge it alone (with its own retries)
             continue
         _rename(run, f"doctune_blk_{k}", items[i].name)
-        finish(
-            i,
-            validator.to_verdict(
-                run, "test", items[i].expect, fragment=False, duration=run.duration_s + share
-            ),
-        )
+        v = validator.to_verdict(run, "test", items[i].expect, fragment=False, duration=run.duration_s + share)
+        done.append((i, v))
+    await finish(done)
+    for i in alone:
+        await single(i)
 
 
 async def _after_failed_compile(
@@ -201,11 +210,13 @@ async def _after_failed_compile(
     own, mentioned = errors_by_file(compiled.stderr, prefix, len(ids))
     mode = "test" if prefix == "doctune_blk_" else "run"
     share = compiled.duration_s / len(ids)
+    done: list[tuple[int, Verdict]] = []
     for k, text in own.items():
         i = ids[k]
         res = ExecResult("compile", compiled.exit_code, "", text, compiled.duration_s)
         _rename(res, f"{prefix}{k}", items[i].name)
-        finish(i, validator.to_verdict(res, mode, items[i].expect, fragment=False, duration=share))  # type: ignore[arg-type]
+        done.append((i, validator.to_verdict(res, mode, items[i].expect, fragment=False, duration=share)))  # type: ignore[arg-type]
+    await finish(done)
     doubt = [ids[k] for k in sorted(mentioned) if k not in own]
     rest = [i for k, i in enumerate(ids) if k not in own and i not in doubt]
     jobs = [single(i) for i in doubt]
@@ -264,10 +275,15 @@ async def _run_program_batch(
         await _after_failed_compile(validator, items, ids, compiled, "doctune_prog_", single, finish, retry)
         return
     share = compiled.duration_s / len(ids)
+    done: list[tuple[int, Verdict]] = []
+    alone: list[int] = []
     for k, (i, run) in enumerate(zip(ids, runs, strict=True)):
         if run.infra_error is not None:
-            await single(i)  # the sandbox failed for this run: judge it alone (with its own retries)
+            alone.append(i)  # the sandbox failed for this run: judge it alone (with its own retries)
             continue
         _rename(run, f"doctune_prog_{k}", items[i].name)
         v = validator.to_verdict(run, "run", items[i].expect, fragment=False, duration=run.duration_s + share)
-        finish(i, v)
+        done.append((i, v))
+    await finish(done)
+    for i in alone:
+        await single(i)

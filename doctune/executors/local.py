@@ -5,6 +5,8 @@ cache (never the user's ~/.cache/zig), which only the compiler writes; the compi
 sandbox without the cache or the toolchain (see ``doctune.executors.sandbox``). Each step runs in its own cgroup
 where one can be made (memory + pids), tests with doctune's runner, and its outcome is read from channels the
 code cannot write (``doctune.executors.steps``). Runs get a uid of their own from a per-executor pool.
+File work (the temp dir, its sources, its removal) runs in a worker thread, one hop per request and not per file:
+the executor is called from graph nodes in the server's event loop, which must never block.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from doctune.executors.base import ExecRequest, ExecResult, Executor
+from doctune.executors.blocking import in_thread
 from doctune.executors.cgroups import Cgroup
 from doctune.executors.channels import TEST_RUNNER, supervisor_binary
 from doctune.executors.sandbox import (
@@ -90,6 +93,8 @@ class LocalExecutor(Executor):
             cpu_s=self.compile_limits.cpu_s, address_space_mb=settings.compile_memory_mb + 1024
         )
         self.supervisor = supervisor_binary(self.toolchain / "zig", self.zig_cache) if self.bwrap else None
+        # Read once here (executors are built off the event loop), not per cache key.
+        self.runner_digest = hashlib.sha256(TEST_RUNNER.read_bytes()).hexdigest()[:12]
         self._uids = _UID_POOL  # shared by every executor of this process
 
     @property
@@ -106,7 +111,7 @@ class LocalExecutor(Executor):
             f"t{self.settings.run_timeout_s}",
             f"sbx{self.settings.sandbox_memory_mb}-cc{self.settings.compile_memory_mb}",
             "bwrap" if self.bwrap else "unsandboxed",
-            "runner-" + hashlib.sha256(TEST_RUNNER.read_bytes()).hexdigest()[:12],
+            "runner-" + self.runner_digest,
         )
 
     async def execute(self, req: ExecRequest) -> ExecResult:
@@ -143,21 +148,18 @@ class LocalExecutor(Executor):
         self, req: ExecRequest, run_envs: Sequence[dict[str, str]], *, emit: bool, fast: bool
     ) -> tuple[ExecResult, list[ExecResult]]:
         name = req.root_name if _SAFE_NAME.match(req.root_name) else "main.zig"
-        with tempfile.TemporaryDirectory(prefix="doctune-exec-") as tmp:
-            src, out = Path(tmp, "src"), Path(tmp, "out")
-            src.mkdir()
-            out.mkdir()
-            (src / name).write_text(req.code, encoding="utf-8")
-            for fname, content in req.files:
-                dest = (src / fname).resolve()
-                if not dest.is_relative_to(src.resolve()):
-                    return _setup_error(f"file name escapes the work dir: {fname!r}"), []
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                dest.write_text(content, encoding="utf-8")
+        # One worker-thread hop writes every file; on cancellation the thread's temp dir is removed all the same.
+        tmp, problem = await in_thread(_work_dir, name, req.code, req.files, undo=lambda made: made[0].cleanup())
+        try:
+            if problem is not None:
+                return _setup_error(problem), []
+            src, out = Path(tmp.name, "src"), Path(tmp.name, "out")
             compiled = await self._compile(req, name, src, out, emit=emit, fast=fast)
             if compiled.infra_error or not compiled.ok or not emit or req.mode == "obj" or not req.expect_run:
                 return compiled, []
             return compiled, [await self._run(out / "prog", env, req.mode) for env in run_envs]
+        finally:
+            await in_thread(tmp.cleanup)
 
     def zig_command(
         self, req: ExecRequest, name: str, *, zig: str, out_dir: str, emit: bool, fast: bool = False
@@ -260,9 +262,8 @@ class LocalExecutor(Executor):
                     )
 
                 return await run_step(step, build)
-            work = Path(tempfile.mkdtemp(prefix="doctune-run-", dir=binary.parent))
+            work = await in_thread(_run_dir, binary)
             prog = work / "prog"
-            shutil.copy2(binary, prog)
             step.sandboxed, step.argv, step.cwd = False, [str(prog)], str(work)
             # Built from scratch: the host's environment (API keys, tokens) never reaches the program.
             step.env = {"PATH": "/usr/bin:/bin", "HOME": str(work), "LANG": "C.UTF-8", **env}
@@ -271,6 +272,36 @@ class LocalExecutor(Executor):
         finally:
             if uid != SANDBOX_UID:
                 self._uids.append(uid)
+
+
+def _work_dir(
+    name: str, code: str, files: Sequence[tuple[str, str]]
+) -> tuple[tempfile.TemporaryDirectory[str], str | None]:
+    """A fresh temp dir holding src/ (the root file `name` and its siblings) and an empty out/; the second value
+    says why the request is refused (a sibling's name that escapes src/), else None. Blocking: call in a thread."""
+    tmp = tempfile.TemporaryDirectory(prefix="doctune-exec-")
+    try:
+        src, out = Path(tmp.name, "src"), Path(tmp.name, "out")
+        src.mkdir()
+        out.mkdir()
+        (src / name).write_text(code, encoding="utf-8")
+        for fname, content in files:
+            dest = (src / fname).resolve()
+            if not dest.is_relative_to(src.resolve()):
+                return tmp, f"file name escapes the work dir: {fname!r}"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(content, encoding="utf-8")
+    except BaseException:
+        tmp.cleanup()
+        raise
+    return tmp, None
+
+
+def _run_dir(binary: Path) -> Path:
+    """An unsandboxed run's own directory beside the binary, holding a copy of it. Blocking: call in a thread."""
+    work = Path(tempfile.mkdtemp(prefix="doctune-run-", dir=binary.parent))
+    shutil.copy2(binary, work / "prog")
+    return work
 
 
 _FAST_UNSUPPORTED = re.compile(r"\basm\b|\bextern\b|\.\.\.\s*\)|callconv|@cImport|test_functions")

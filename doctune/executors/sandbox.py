@@ -91,16 +91,24 @@ def _base(bwrap: str, *, keep_setuid: bool = False) -> list[str]:
         argv.append("--unshare-all")
     if not keep_setuid:
         argv += ["--cap-drop", "ALL"]
-    argv += ["--ro-bind", "/usr", "/usr"]
+    argv += ["--ro-bind", "/usr", "/usr", *_root_links()]
+    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--clearenv"]
+    argv += ["--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp", "--setenv", "LANG", "C.UTF-8"]
+    return argv
+
+
+@functools.cache
+def _root_links() -> tuple[str, ...]:
+    """/lib, /lib64, /bin, /sbin as the host has them (symlinks into /usr, or directories). Read once, by the
+    probe in `bwrap_path` (off the event loop), so building a step's argv does no file I/O."""
+    argv: list[str] = []
     for link in ("lib", "lib64", "bin", "sbin"):
         target = Path("/") / link
         if target.is_symlink():
             argv += ["--symlink", os.readlink(target), f"/{link}"]
         elif target.is_dir():
             argv += ["--ro-bind", str(target), f"/{link}"]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--clearenv"]
-    argv += ["--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp", "--setenv", "LANG", "C.UTF-8"]
-    return argv
+    return tuple(argv)
 
 
 @dataclass(frozen=True)

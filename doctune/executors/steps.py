@@ -2,7 +2,8 @@
 
 The verdict-deciding facts come only from channels the code under test cannot write: the supervisor's wait
 status, bwrap's JSON status, the cgroup's counters and (tests) the runner's nonce-tagged report. Program output
-is kept for people and the repair loop; it never decides `infra_error` or a limit.
+is kept for people and the repair loop; it never decides `infra_error` or a limit. The cgroup's files and
+/proc/vmstat are read and written in a worker thread (one hop before the step, one after), never in the event loop.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from doctune.executors.base import ExecResult
+from doctune.executors.blocking import in_thread
 from doctune.executors.cgroups import Cgroup
 from doctune.executors.channels import new_nonce, parse_report, parse_status
 from doctune.executors.proc import Channel, ProcResult, run_process
@@ -46,11 +48,11 @@ def report_env(fd: int, nonce: str, test_filter: str) -> dict[str, str]:
 
 async def run_step(step: Step, build: Callable[[int, int, dict[str, str]], list[str]] | None) -> ExecResult:
     """Run the step; `build(status_fd, json_fd, extra_env)` makes the sandboxed argv."""
+    cg, ooms_before = await in_thread(_before, step, undo=_drop)
     status, bw, rep = Channel("status", 4096), Channel("json", 4096), Channel("report")
     nonce = new_nonce()
     extra = report_env(rep.write_fd, nonce, step.test_filter) if step.report else {}
     channels = [status, bw] + ([rep] if step.report else [])
-    cg = Cgroup.create(step.memory_bytes, step.pids) if step.memory_bytes else None
     preexec = _preexec(cg, step.preexec)
     if build is not None and step.sandboxed:
         argv, env = build(status.write_fd, bw.write_fd, extra), None
@@ -59,7 +61,6 @@ async def run_step(step: Step, build: Callable[[int, int, dict[str, str]], list[
         for ch in (status, bw):
             ch.close()
         argv, env = step.argv, {**(step.env or {}), **extra}
-    ooms_before = host_oom_kills()
     try:
         res = await run_process(
             argv,
@@ -71,20 +72,41 @@ async def run_step(step: Step, build: Callable[[int, int, dict[str, str]], list[
             preexec_fn=preexec,
             channels=channels,
         )
-        cause = cg.cause(kills_only=step.stage == "compile") if cg is not None else None
-        peak = cg.peak_bytes() if cg is not None else 0
     finally:
         for ch in (status, bw, rep):
             ch.close()
-        if cg is not None:
-            cg.destroy()
+        cause, peak, ooms_after = await in_thread(_after, cg, step.stage == "compile")
     sandboxed = build is not None and step.sandboxed
-    result = _result(step, res, cause, sandboxed, host_oom_kills() - ooms_before)
+    result = _result(step, res, cause, sandboxed, ooms_after - ooms_before)
     result.memory_peak_bytes = peak
     if step.report and result.stage == "run" and result.infra_error is None:
         report = parse_report(res.channels.get("report", b""), nonce)
         result.tests, result.tests_finished = report.counts, report.finished
     return result
+
+
+def _before(step: Step) -> tuple[Cgroup | None, int]:
+    """The step's cgroup (None: no memory limit asked, or none can be made) and the host's OOM kills so far."""
+    cg = Cgroup.create(step.memory_bytes, step.pids) if step.memory_bytes else None
+    return cg, host_oom_kills()
+
+
+def _drop(made: tuple[Cgroup | None, int]) -> None:
+    """Remove the cgroup of a step that was cancelled before it started."""
+    if made[0] is not None:
+        made[0].destroy()
+
+
+def _after(cg: Cgroup | None, kills_only: bool) -> tuple[str | None, int, int]:
+    """The limit the kernel enforced and the peak memory (read before the cgroup is removed), then the host's OOM
+    kills so far."""
+    try:
+        cause = cg.cause(kills_only=kills_only) if cg is not None else None
+        peak = cg.peak_bytes() if cg is not None else 0
+    finally:
+        if cg is not None:
+            cg.destroy()
+    return cause, peak, host_oom_kills()
 
 
 def _preexec(cg: Cgroup | None, then: Callable[[], None] | None) -> Callable[[], None] | None:
