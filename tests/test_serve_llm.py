@@ -36,7 +36,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_three_sections_against_transformers_serve(tmp_path) -> None:
+def test_three_sections_against_doctune_serve_llm(tmp_path) -> None:
     for mod in ("fastapi", "uvicorn", "transformers", "torch"):
         pytest.importorskip(mod)
     pytest.importorskip("doctune.trainer.smollm2")

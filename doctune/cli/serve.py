@@ -64,7 +64,7 @@ def default_model_dir() -> Path:
 
 
 class LLMServer:
-    """`transformers serve <model_dir>` as a child process. ``with LLMServer(port=...) as s: s.base_url``."""
+    """doctune's OpenAI-compatible server (`doctune.llm_server`) as a child process. ``with LLMServer(port=...) as s: s.base_url``."""
 
     def __init__(self, model_dir: Path | None = None, *, host: str = "127.0.0.1", port: int = 8000,
                  device: str = "cpu", log_file: Path | None = None, threads: int | None = None,
