@@ -306,13 +306,17 @@ class StructuredCaller:
         async with self._first:
             if self.stopped is not None:
                 raise AccessError(str(self.stopped))
-            try:
-                out = await runnable.ainvoke(msgs, config=config)
-            except openai.LengthFinishReasonError:
+            if not self._answered:  # still the first: send while holding the gate
+                try:
+                    out = await runnable.ainvoke(msgs, config=config)
+                except openai.LengthFinishReasonError:
+                    self._answered = True
+                    raise
                 self._answered = True
-                raise
-            self._answered = True
-            return out
+                return out
+        # The endpoint answered while this request waited at the gate: send it without holding the gate (holding
+        # it here serialised every request that had queued behind the first one).
+        return await runnable.ainvoke(msgs, config=config)
 
     def _check(self, schema: type[T], out: dict[str, Any]) -> tuple[T | None, str]:
         msg = out["raw"]
