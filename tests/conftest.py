@@ -59,3 +59,21 @@ def sample_path() -> Path:
 @pytest.fixture
 def examples_jsonl() -> Path:
     return _reference("examples")
+
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+def checkpoint_url(request: pytest.FixtureRequest):
+    """Checkpointer URL per backend: None = SQLite in the run dir; else a fresh database on the throw-away
+    PostgreSQL of `make test` (skipped when none was started)."""
+    if request.param == "sqlite":
+        yield None
+        return
+    from tests.reliability.harness import PG_ENV, pg_database
+
+    if not os.environ.get(PG_ENV):
+        pytest.skip(f"{PG_ENV} is not set: `make test` (scripts/test.sh) starts a throw-away PostgreSQL")
+    with pg_database() as url:
+        yield url

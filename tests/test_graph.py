@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -113,23 +111,6 @@ class CountingGenerator(DocExampleGenerator):
             self.fail_on = None
             raise RuntimeError("simulated crash in the middle of the run")
         return await super().generate(section)
-
-
-BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-
-
-@pytest.fixture(params=BACKENDS)
-def checkpoint_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
-    """None = SQLite in the run dir; else a fresh database on the throw-away PostgreSQL of `make test`."""
-    if request.param == "sqlite":
-        yield None
-        return
-    from tests.reliability.harness import PG_ENV, pg_database
-
-    if not os.environ.get(PG_ENV):
-        pytest.skip(f"{PG_ENV} is not set: `make test` (scripts/test.sh) starts a throw-away PostgreSQL")
-    with pg_database() as url:
-        yield url
 
 
 def _nothing_left_behind(out: Path, url: str | None, threads_before: set[int]) -> None:

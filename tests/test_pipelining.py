@@ -52,12 +52,12 @@ def test_request_limit_bounds_requests_in_flight() -> None:
         RequestLimit(0)
 
 
-def test_structured_caller_keeps_to_its_request_limit() -> None:
-    """Eight concurrent calls through one caller with a limit of 3: the server never sees more than 3 at once."""
+def _eight_concurrent_calls(limit: int) -> tuple[FakeOpenAI, StructuredCaller]:
+    """Eight concurrent calls through one fresh caller with a request limit, against a server with 0.2 s latency."""
     answer = {"pairs": [{"instruction": "q", "response": "a", "kind": "conceptual"}]}
     with FakeOpenAI(lambda body: answer, latency=0.2) as srv:
         llm = LLMSettings(base_url=srv.base_url, api_key="k", model="m", max_retries=0)
-        caller = StructuredCaller(llm, in_flight=RequestLimit(3))
+        caller = StructuredCaller(llm, in_flight=RequestLimit(limit))
 
         async def main() -> list[object]:
             try:
@@ -66,28 +66,21 @@ def test_structured_caller_keeps_to_its_request_limit() -> None:
             finally:
                 await caller.aclose()
 
-        results = asyncio.run(main())
-    assert len(results) == 8 and len(srv.chat_requests()) == 8
+        assert len(asyncio.run(main())) == 8
+    assert len(srv.chat_requests()) == 8
+    return srv, caller
+
+
+def test_structured_caller_keeps_to_its_request_limit() -> None:
+    """Eight concurrent calls through one caller with a limit of 3: the server never sees more than 3 at once."""
+    srv, caller = _eight_concurrent_calls(3)
     assert srv.max_in_flight == 3 and caller.in_flight is not None and caller.in_flight.peak == 3
 
 
 def test_requests_queued_behind_the_first_one_go_out_together_once_it_answered() -> None:
     """Until the endpoint has answered once, requests wait at a gate (a refused key costs one request); once it
     answered, the requests that queued there go out at once, not one gate holder at a time."""
-    answer = {"pairs": [{"instruction": "q", "response": "a", "kind": "conceptual"}]}
-    with FakeOpenAI(lambda body: answer, latency=0.2) as srv:
-        llm = LLMSettings(base_url=srv.base_url, api_key="k", model="m", max_retries=0)
-        caller = StructuredCaller(llm, in_flight=RequestLimit(8))
-
-        async def main() -> list[object]:
-            try:
-                return await asyncio.gather(*(caller.call(GeneratedPairs, [HumanMessage(content=f"q{i}")],
-                                                          shape="{}") for i in range(8)))
-            finally:
-                await caller.aclose()
-
-        results = asyncio.run(main())
-    assert len(results) == 8 and len(srv.chat_requests()) == 8
+    srv, _ = _eight_concurrent_calls(8)
     assert srv.max_in_flight >= 5, srv.max_in_flight  # the first alone, then the seven that waited (1 if serialised)
 
 

@@ -10,7 +10,6 @@ so a crashed run's timing is the fake model's latency, not the compiler's.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -18,7 +17,6 @@ import pytest
 
 from tests.fakes.openai_server import FakeOpenAI, Fault
 from tests.reliability.harness import (
-    PG_ENV,
     calls_by_section,
     dataset_signature,
     done_ids,
@@ -28,7 +26,6 @@ from tests.reliability.harness import (
     llm_env,
     no_traceback,
     pair_ids,
-    pg_database,
     run_cli,
     section_id_of,
     start_cli,
@@ -38,21 +35,6 @@ from tests.reliability.harness import (
 )
 
 pytestmark = pytest.mark.zig
-
-BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-
-
-@pytest.fixture(params=BACKENDS)
-def checkpoint_url(request: pytest.FixtureRequest):
-    """None = the default SQLite file in the run dir; else a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        yield None
-        return
-    if not os.environ.get(PG_ENV):
-        pytest.skip(f"{PG_ENV} is not set: `make test` (scripts/test.sh) starts a throw-away PostgreSQL")
-    with pg_database() as url:
-        yield url
-
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
