@@ -175,19 +175,7 @@ async def _run_test_batch(
     if not compiled.ok or len(runs) != len(ids):
         await _after_failed_compile(validator, items, ids, compiled, "doctune_blk_", single, finish, retry)
         return
-    share = compiled.duration_s / len(ids)
-    done: list[tuple[int, Verdict]] = []
-    alone: list[int] = []
-    for k, (i, run) in enumerate(zip(ids, runs, strict=True)):
-        if run.infra_error is not None or run.tests is None:
-            alone.append(i)  # the sandbox failed for this run: judge it alone (with its own retries)
-            continue
-        _rename(run, f"doctune_blk_{k}", items[i].name)
-        v = validator.to_verdict(run, "test", items[i].expect, fragment=False, duration=run.duration_s + share)
-        done.append((i, v))
-    await finish(done)
-    for i in alone:
-        await single(i)
+    await _judge_runs(validator, items, ids, compiled, runs, "test", single, finish)
 
 
 async def _after_failed_compile(
@@ -274,15 +262,32 @@ async def _run_program_batch(
     if not compiled.ok or len(runs) != len(ids):
         await _after_failed_compile(validator, items, ids, compiled, "doctune_prog_", single, finish, retry)
         return
+    await _judge_runs(validator, items, ids, compiled, runs, "run", single, finish)
+
+
+async def _judge_runs(
+    validator: Validator,
+    items: Sequence[BlockInput],
+    ids: list[int],
+    compiled: ExecResult,
+    runs: list[ExecResult],
+    mode: str,
+    single: Single,
+    finish: Finish,
+) -> None:
+    """Each block's own run of a shared binary → its verdict (the compile time shared out); a run whose sandbox
+    failed, or a test run without the runner's report, is judged alone instead (with its own retries)."""
+    prefix = "doctune_blk_" if mode == "test" else "doctune_prog_"
     share = compiled.duration_s / len(ids)
     done: list[tuple[int, Verdict]] = []
     alone: list[int] = []
     for k, (i, run) in enumerate(zip(ids, runs, strict=True)):
-        if run.infra_error is not None:
-            alone.append(i)  # the sandbox failed for this run: judge it alone (with its own retries)
+        if run.infra_error is not None or (mode == "test" and run.tests is None):
+            alone.append(i)
             continue
-        _rename(run, f"doctune_prog_{k}", items[i].name)
-        v = validator.to_verdict(run, "run", items[i].expect, fragment=False, duration=run.duration_s + share)
+        _rename(run, f"{prefix}{k}", items[i].name)
+        v = validator.to_verdict(run, mode, items[i].expect, fragment=False,  # type: ignore[arg-type]
+                                 duration=run.duration_s + share)
         done.append((i, v))
     await finish(done)
     for i in alone:
