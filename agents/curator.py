@@ -21,14 +21,13 @@ from pydantic import BaseModel, Field, ValidationError
 from doctune.agents.judge import Judge
 from doctune.agents.llm import GenerationError, Usage, is_transient
 from doctune.errors import InputError
-from doctune.schemas import Pair, extract_zig_blocks, sha256
+from doctune.schemas import EVIDENCE_RANK, Pair, extract_zig_blocks, sha256
 from doctune.settings import CuratorSettings, Settings
 
 SHINGLE = 5  # words per shingle for near-duplicate detection
 NUM_PERM = 128
 RECALL_MARGIN = 0.8  # LSH looks for candidates from 0.8 x threshold: exact Jaccard decides, LSH must not miss
 MIN_EVAL_TOKENS = 6  # eval prompts shorter than this are too generic to decontaminate against
-_EVIDENCE_RANK = {"executed": 3, "tested": 2, "compiled": 1, "none": 0}
 _WORD = re.compile(r"\w+")
 _COMMENT = re.compile(r"//[^\n]*")
 
@@ -209,7 +208,7 @@ def oversample(pairs: list[Pair], times: int) -> list[Pair]:
 def _preference(pair: Pair) -> tuple[int, str]:
     """Which of two duplicates to keep: stronger evidence first, then a stable id order (not arrival order,
     which Send fan-out makes nondeterministic)."""
-    return (-_EVIDENCE_RANK.get(pair.evidence, 0), pair.id)
+    return (-EVIDENCE_RANK.get(pair.evidence, 0), pair.id)
 
 
 def _dedup(pairs: list[Pair], cs: CuratorSettings, result: CurationResult) -> list[Pair]:

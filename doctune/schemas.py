@@ -26,7 +26,11 @@ VerdictKind = Literal[
     "infra_error",
 ]
 Outcome = Literal["ok", "compile_error", "runtime_error", "test_failure"]
-Evidence = Literal["executed", "tested", "compiled", "none"]
+# The evidence ladder (issue #16), strongest first: `tested` = passes non-vacuous tests (hidden tests of a triplet,
+# or the block's own `test` blocks), `ran` = ran and printed what was stated, `compiled` = a fragment that
+# type-checks, `conceptual` = no code to check. `none` = code that failed (a rejected pair).
+Evidence = Literal["tested", "ran", "compiled", "conceptual", "none"]
+EVIDENCE_RANK: dict[str, int] = {"none": 0, "conceptual": 1, "compiled": 2, "ran": 3, "tested": 4}
 
 
 def sha256(text: str | bytes, n: int = 16) -> str:
@@ -115,7 +119,7 @@ class Verdict(BaseModel):
             return "none"
         if self.compiled_only or self.mode == "obj":
             return "compiled"
-        return "tested" if self.mode == "test" else "executed"
+        return "tested" if self.mode == "test" else "ran"
 
 
 class Attempt(BaseModel):
@@ -142,6 +146,9 @@ class Pair(BaseModel):
     expect: Expect | None = None
     verdict: Verdict | None = None
     evidence: Evidence = "none"
+    tests: str | None = Field(
+        None, description="Hidden Zig `test` blocks that call the solution (a triplet's tests; not in the response)."
+    )
     attempts: list[Attempt] = Field(default_factory=list)
     judge_score: int | None = None
     meta: dict[str, Any] = Field(default_factory=dict)

@@ -14,7 +14,7 @@ from langgraph.types import Send
 from doctune.graph.context import Context, aresolve, resolve
 from doctune.graph.names import CURATE, SECTION
 from doctune.graph.state import RunState, SectionResult, SectionState
-from doctune.schemas import Attempt, Pair, Verdict, extract_zig_blocks, sha256
+from doctune.schemas import EVIDENCE_RANK, Attempt, Pair, Verdict, extract_zig_blocks, sha256
 
 T = TypeVar("T")
 
@@ -365,13 +365,12 @@ def _tokens(pairs: list[Pair]) -> dict[str, int]:
     return {"input": sum(u.get("input", 0) for u in usage), "output": sum(u.get("output", 0) for u in usage)}
 
 
-_EVIDENCE_RANK = {"none": 0, "compiled": 1, "tested": 2, "executed": 3}
 
 
 def _weakest_evidence(verdicts: list[Verdict]) -> str:
     if not verdicts:
         return "none"
-    return min((v.evidence for v in verdicts), key=_EVIDENCE_RANK.__getitem__)
+    return min((v.evidence for v in verdicts), key=EVIDENCE_RANK.__getitem__)
 
 
 def _eval_prompts(ctx: Context) -> list[str]:

@@ -61,7 +61,7 @@ def test_broken_code_is_repaired_with_the_compiler_message(tmp_path: Path, cache
     rows = {json.loads(line)["messages"][0]["content"]: json.loads(line)
             for line in (tmp_path / "out" / "pairs.jsonl").read_text().splitlines()}
     fixed = next(r for ins, r in rows.items() if "prints" in ins and r["repairs"] == 1)
-    assert fixed["verdict"]["verdict"] == "ok" and fixed["evidence"] == "executed"
+    assert fixed["verdict"]["verdict"] == "ok" and fixed["evidence"] == "ran"
     assert zig_answers.BROKEN_MARK not in fixed["messages"][1]["content"]
 
     pair = Store(tmp_path / "out" / "store").get_pair(fixed["id"])

@@ -20,7 +20,7 @@ from tests.fakes.openai_server import FakeOpenAI, Fault, messages_text
 EVAL = ["Write a Zig function that reverses a slice of bytes in place and returns nothing at all to the caller."]
 
 
-def pair(pid: str, instruction: str, code: str | None = None, evidence: str = "executed", **kw: object) -> Pair:
+def pair(pid: str, instruction: str, code: str | None = None, evidence: str = "ran", **kw: object) -> Pair:
     response = f"Like this:\n```zig\n{code}\n```\n" if code is not None else "Prose answer about it."
     return Pair(id=pid, section_id=kw.pop("section_id", "s1"), heading_path="H", source="d.md",
                 instruction=instruction, response=response, kind="code" if code else "conceptual",
@@ -43,7 +43,7 @@ def run(coro):
 
 def test_exact_duplicates_ignore_case_space_and_comments_and_keep_the_best_evidence() -> None:
     a = pair("a", "Print the value 1.", program(1), evidence="compiled")
-    b = pair("b", "print   the VALUE 1!", program(1).replace("var", "// a comment\n    var"), evidence="executed")
+    b = pair("b", "print   the VALUE 1!", program(1).replace("var", "// a comment\n    var"), evidence="ran")
     c = pair("c", "Print the value 2.", program(2))
     res = run(curate([a, b, c], settings(), eval_prompts=[]))
     assert [p.id for p in res.kept] == ["b", "c"]

@@ -53,7 +53,7 @@ def test_sample_doc_end_to_end(sample_run) -> None:
     for r in rows:
         assert [m["role"] for m in r["messages"]] == ["user", "assistant"]
         assert r["verdict"]["verdict"] in ("ok", "compile_error", "runtime_error")
-        assert r["evidence"] in ("executed", "tested", "compiled")
+        assert r["evidence"] in ("ran", "tested", "compiled")
     # The HF dataset: split by section, nothing on both sides.
     from datasets import load_from_disk
 

@@ -170,7 +170,7 @@ def test_identical_blocks_checked_at_once_share_one_compile(tmp_path: Path) -> N
 
     (a, b), (c,), d = asyncio.run(main())
     assert v.executions == 1
-    assert a.verdict == "ok" and a.evidence == "executed"
+    assert a.verdict == "ok" and a.evidence == "ran"
     assert a.model_dump() == b.model_dump() == c.model_dump() == d.model_dump()
 
 

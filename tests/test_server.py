@@ -166,7 +166,7 @@ def test_langgraph_dev_serves_the_graph(server: str, tmp_path: Path) -> None:
     assert len(got["history"]) >= 4
     out = tmp_path / "out"
     rows = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
-    assert sorted(r["evidence"] for r in rows) == ["executed", "tested"]
+    assert sorted(r["evidence"] for r in rows) == ["ran", "tested"]
     assert (out / "dataset" / "README.md").is_file()
     with sqlite3.connect(tmp_path / "verdicts.sqlite") as db:  # the server's validator stored both verdicts
         assert db.execute("SELECT COUNT(*) FROM verdicts").fetchone()[0] == 2
