@@ -51,6 +51,7 @@ demo: setup
 
 # The default test run (README command 2; CI runs it first): everything but `slow` and `gpu` tests.
 test: setup-dev
+	bash scripts/lint.sh
 	bash scripts/test.sh -m "not slow and not gpu"
 
 # Slow tests (reliability suite, CPU training/eval, fresh-venv install, serve-llm): CI runs them after `make test`.
@@ -60,8 +61,9 @@ test-slow: setup-dev
 test-all: setup-dev
 	bash scripts/test.sh -m "not gpu"
 
+# ruff, the floors' import contracts (import-linter) and mypy: `make test` runs this first.
 lint: install-dev
-	$(VENV)/bin/ruff check .
+	bash scripts/lint.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info out

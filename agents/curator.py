@@ -20,9 +20,9 @@ from pydantic import BaseModel, Field, ValidationError
 
 from doctune.agents.judge import Judge
 from doctune.agents.llm import GenerationError, Usage, is_transient
-from doctune.errors import InputError
-from doctune.schemas import EVIDENCE_RANK, Pair, extract_zig_blocks, sha256
-from doctune.settings import CuratorSettings, Settings
+from doctune.core.errors import InputError
+from doctune.core.schemas import EVIDENCE_RANK, Pair, extract_zig_blocks, sha256
+from doctune.core.settings import CuratorSettings, Settings
 
 SHINGLE = 5  # words per shingle for near-duplicate detection
 NUM_PERM = 128

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from doctune.schemas import Expect, Outcome, Pair, Section, sha256
+from doctune.core.schemas import Expect, Outcome, Pair, Section, sha256
 
 GENERATOR_NAME = "doc-examples"
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from doctune.agents import doc_examples
-from doctune.schemas import Pair, Section, Verdict
+from doctune.core.schemas import Pair, Section, Verdict
 
 if TYPE_CHECKING:
-    from doctune.settings import Settings
+    from doctune.core.settings import Settings
 
 
 class PairGenerator(Protocol):

@@ -14,9 +14,9 @@ from pydantic import BaseModel, Field
 
 from doctune import prompts
 from doctune.agents.llm import RateLimiter, StructuredCaller, Usage
-from doctune.schemas import Pair
-from doctune.settings import Settings
-from doctune.zig import EXPECTED_VERSION as ZIG_VERSION
+from doctune.core.schemas import Pair
+from doctune.core.settings import Settings
+from doctune.core.zig import EXPECTED_VERSION as ZIG_VERSION
 
 JUDGE_SHAPE = '{"score": 0-100, "reason": "one sentence"}'
 MAX_SECTION_CHARS = 12000  # the judge sees at most this much of the section (long sections are split anyway)

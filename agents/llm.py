@@ -24,8 +24,8 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from doctune import prompts
 from doctune.agents.limits import RequestLimit
-from doctune.errors import AccessError, ConfigError, DoctuneError, EndpointError
-from doctune.settings import LLMSettings
+from doctune.core.errors import AccessError, ConfigError, DoctuneError, EndpointError
+from doctune.core.settings import LLMSettings
 
 T = TypeVar("T", bound=BaseModel)
 MAX_BACKOFF_S = 60.0

@@ -18,9 +18,9 @@ from pydantic import BaseModel, Field
 from doctune import prompts
 from doctune.agents.limits import RequestLimit
 from doctune.agents.llm import GenerationError, RateLimiter, StructuredCaller, Usage, is_transient
-from doctune.schemas import Pair, Section, Verdict, extract_zig_blocks, sha256
-from doctune.settings import Settings
-from doctune.zig import EXPECTED_VERSION as ZIG_VERSION
+from doctune.core.schemas import Pair, Section, Verdict, extract_zig_blocks, sha256
+from doctune.core.settings import Settings
+from doctune.core.zig import EXPECTED_VERSION as ZIG_VERSION
 
 __all__ = ["GeneratedPair", "GeneratedPairs", "GenerationError", "GenerationResult", "LLMGenerator",
            "RepairedAnswer", "generate_pairs", "is_transient", "repair_pair"]

@@ -7,7 +7,7 @@ from collections import Counter
 
 from rich.table import Table
 
-from doctune.schemas import Section
+from doctune.core.schemas import Section
 
 _SIZE_POINTS = (("min", 0), ("p10", 10), ("p50", 50), ("p90", 90), ("max", 100))
 

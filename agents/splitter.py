@@ -34,9 +34,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from doctune.errors import InputError
-from doctune.schemas import Section, SectionStats, extract_fenced_blocks, sha256
-from doctune.settings import SplitSettings
+from doctune.core.errors import InputError
+from doctune.core.schemas import Section, SectionStats, extract_fenced_blocks, sha256
+from doctune.core.settings import SplitSettings
 
 MARKDOWN_SUFFIXES = (".md", ".mdx", ".markdown")
 

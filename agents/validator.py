@@ -5,7 +5,7 @@ then run, fragment → type-checked in a wrapper = `compiled_only`), checks expe
 error text, stdout), answers `unsupported` for imports it cannot satisfy, retries infrastructure failures with
 backoff (never blaming the code), caches verdicts in SQLite, lets identical blocks checked at the same moment
 share one check (``SingleFlight``, keyed like the cache) and bounds concurrency. `validate_many` adds
-batching of plain test blocks (see ``doctune.executors.batch``).
+batching of plain test blocks (see ``doctune.agents.validator_batch``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from doctune.agents.limits import SingleFlight
-from doctune.executors.base import ExecOptions, ExecRequest, ExecResult, Executor, get_executor
+from doctune.core.schemas import CodeCheck, ExecMode, Expect, RequestedMode, Verdict, VerdictKind
+from doctune.core.settings import ValidatorSettings
+from doctune.executors import ExecOptions, ExecRequest, ExecResult, Executor, get_executor
 from doctune.executors.cache import VerdictCache, cache_key
 from doctune.executors.zigsrc import (
     classify,
@@ -32,8 +34,6 @@ from doctune.executors.zigsrc import (
     trim_output,
     wrap_fragment,
 )
-from doctune.schemas import ExecMode, Expect, RequestedMode, Verdict, VerdictKind
-from doctune.settings import ValidatorSettings
 
 TRIM_BYTES = 4096
 _FAILED_RUN = {"runtime_error", "test_failure"}
@@ -129,13 +129,22 @@ class Validator:
     ) -> list[Verdict]:
         """Validate all items concurrently (bounded); results in input order. A block identical to one being
         checked at this moment (same cache key, in this call or another) shares that check."""
-        from doctune.executors.batch import validate_many
+        from doctune.agents.validator_batch import validate_many
 
         return await self._flights.run(
             [self.key(b) for b in items],
             lambda idx, done: validate_many(self, [items[i] for i in idx], on_done=done),
             on_done,
         )
+
+    async def check(self, item: CodeCheck) -> Verdict:
+        """One `CodeCheck` (what the trainer and the evaluator hand over), alone: no batch with other blocks."""
+        return await self.validate_block(BlockInput(id=item.id, code=item.code, mode=item.mode, expect=item.expect))
+
+    async def check_many(self, items: Sequence[CodeCheck]) -> list[Verdict]:
+        """`CodeCheck`s as one `validate_many` (batched where the settings allow); the `ValidateMany` of core."""
+        return await self.validate_many(
+            [BlockInput(id=c.id, code=c.code, mode=c.mode, expect=c.expect) for c in items])
 
     async def validate_block(self, block: BlockInput) -> Verdict:
         key = self.key(block)
@@ -389,3 +398,20 @@ def validate_sync(code: str, settings: ValidatorSettings | None = None, **kw: An
             await v.aclose()
 
     return asyncio.run(_go())
+
+
+def validator_service(settings: ValidatorSettings) -> tuple[Any, Any]:
+    """(validate_many, close) over one ``Validator``, created on first use inside the trainer's event loop (its
+    semaphore and HTTP client belong to that loop)."""
+    held: list[Validator] = []
+
+    async def validate_many(checks: list[CodeCheck]) -> list[Any]:
+        if not held:
+            held.append(Validator(settings))
+        return await held[0].check_many(checks)
+
+    async def close() -> None:
+        if held:
+            await held.pop().aclose()
+
+    return validate_many, close

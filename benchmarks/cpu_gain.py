@@ -24,9 +24,9 @@ from typing import Any
 
 
 def build_dataset(out: Path) -> dict[str, Any]:
-    from doctune import corpus
-    from doctune.runner import run_pipeline
-    from doctune.settings import load_settings
+    from doctune.core import corpus
+    from doctune.core.settings import load_settings
+    from doctune.graph.driver import run_pipeline
 
     settings = load_settings(generator={"kind": "doc-examples"})
     t0 = time.monotonic()
@@ -63,9 +63,11 @@ def pick_tasks(dataset: str, n_shipped: int, n_dataset: int) -> list[Any]:
 
 
 def evaluate(tasks: list[Any], adapter: str, out: Path, max_new_tokens: int) -> dict[str, Any]:
+    from doctune.agents.validator import Validator
     from doctune.trainer.evaluate import evaluate as run_eval
 
-    res = run_eval(tasks, {"base": "smollm2", "tuned": adapter}, out / "eval", max_new_tokens=max_new_tokens)
+    res = run_eval(tasks, {"base": "smollm2", "tuned": adapter}, out / "eval", max_new_tokens=max_new_tokens,
+                   make_checker=Validator)
     data = res.dump()
     return {"models": data["models"], "per_source": per_source(data["tasks"]),
             "report": str(out / "eval" / "report.md"), "n_tasks": len(tasks)}

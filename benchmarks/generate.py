@@ -144,14 +144,14 @@ def _warm_imports() -> None:
     import langgraph.checkpoint.sqlite.aio  # noqa: F401
 
     import doctune.agents.curator  # noqa: F401
+    import doctune.agents.dataset  # noqa: F401
     import doctune.agents.llm_generator  # noqa: F401
     import doctune.agents.validator  # noqa: F401
-    import doctune.dataset  # noqa: F401
     import doctune.graph.graph  # noqa: F401
 
 
 def bench_settings(base_url: str, concurrency: int, **extra: Any) -> Any:
-    from doctune.settings import load_settings
+    from doctune.core.settings import load_settings
 
     return load_settings(
         llm={"base_url": base_url, "api_key": "bench", "model": "bench", "max_retries": 2},
@@ -164,7 +164,7 @@ def bench_settings(base_url: str, concurrency: int, **extra: Any) -> Any:
 
 def doctune_run(doc: Path, out: Path, base_url: str, concurrency: int) -> tuple[float, float, Any]:
     """The whole doctune pipeline over the same doc. Returns (wall seconds, CPU seconds of this process, summary)."""
-    from doctune.runner import run_pipeline
+    from doctune.graph.driver import run_pipeline
 
     settings = bench_settings(base_url, concurrency)
     _warm_imports()
@@ -195,7 +195,7 @@ def _patched(memory_saver: bool) -> Iterator[Counter[str]]:
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
     import doctune.graph.checkpoint as cp
-    from doctune.store import Store
+    from doctune.graph.store import Store
 
     counts: Counter[str] = Counter()
     saved: list[tuple[Any, str, Any]] = []
@@ -234,8 +234,8 @@ def write_costs(doc: Path, work: Path, concurrency: int, repeat: int = 2) -> Non
     """CPU seconds of the run at 0 s latency (so CPU is all there is), as shipped and with the in-memory saver,
     best of ``repeat`` each, alternating; the SQLite cost per write is the difference over the writes counted.
     A store file's cost is timed alone (rewriting the run's own pair files in a fresh directory)."""
-    from doctune.runner import run_pipeline
-    from doctune.store import Store
+    from doctune.graph.driver import run_pipeline
+    from doctune.graph.store import Store
 
     cpu: dict[bool, list[float]] = {False: [], True: []}
     counts: Counter[str] = Counter()

@@ -91,7 +91,7 @@ def code_run(a: argparse.Namespace) -> int:
     import uuid
 
     from doctune.graph.context import Context
-    from doctune.runner import run_pipeline
+    from doctune.graph.driver import run_pipeline
 
     nonce = uuid.uuid4().hex[:12]
     with tempfile.TemporaryDirectory(prefix="doctune-bench-") as tmp:

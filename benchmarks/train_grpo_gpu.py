@@ -56,8 +56,8 @@ def worker_config(backend: str, model: str, steps: int, cpu: bool) -> Any:
 
 def worker(args: argparse.Namespace) -> None:
     """One backend in this process; prints one JSON line."""
-    from doctune.cli.train import validator_service
-    from doctune.settings import ValidatorSettings
+    from doctune.agents.validator import validator_service
+    from doctune.core.settings import ValidatorSettings
     from doctune.trainer.api import grpo_with_config
 
     cfg = worker_config(args.worker, str(args.model_dir), args.steps, args.cpu)

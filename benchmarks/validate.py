@@ -24,9 +24,9 @@ from collections import defaultdict
 from pathlib import Path
 
 from doctune.agents.validator import BlockInput, Validator
+from doctune.core.settings import ValidatorSettings
+from doctune.core.zig import zig_exe
 from doctune.executors.local import LocalExecutor
-from doctune.settings import ValidatorSettings
-from doctune.zig import zig_exe
 
 DEFAULT_JSONL = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "langref-examples.jsonl"
 WARM = 'const std = @import("std");\npub fn main() void { std.debug.print("warm\\n", .{}); }\ntest "w" {}\n'

@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from doctune.core import __version__
+
 __all__ = ["Context", "__version__", "arun", "aretry", "astatus", "build_graph", "load_settings", "retry", "run",
            "status"]
 _LIFECYCLE = ("run", "status", "retry", "arun", "astatus", "aretry")
@@ -33,10 +34,11 @@ def _source_checkout_path() -> list[str]:
 __path__ += [p for p in _source_checkout_path() if p not in __path__]  # noqa: PLE0605
 
 if TYPE_CHECKING:  # pragma: no cover
+    from doctune.app.runner import retry, run, status
+    from doctune.core.settings import load_settings
     from doctune.graph.context import Context
     from doctune.graph.graph import build_graph
-    from doctune.lifecycle import aretry, arun, astatus, retry, run, status
-    from doctune.settings import load_settings
+    from doctune.graph.lifecycle import aretry, arun, astatus
 
 
 def __getattr__(name: str) -> Any:
@@ -46,15 +48,16 @@ def __getattr__(name: str) -> Any:
 
         return build_graph
     if name == "load_settings":
-        from doctune.settings import load_settings
+        from doctune.core.settings import load_settings
 
         return load_settings
     if name == "Context":
         from doctune.graph.context import Context
 
         return Context
-    if name in _LIFECYCLE:
-        from doctune import lifecycle
+    if name in _LIFECYCLE:  # run/status/retry: the synchronous app face; arun/astatus/aretry: the graph's own
+        from doctune.app import runner
+        from doctune.graph import lifecycle
 
-        return getattr(lifecycle, name)
+        return getattr(runner if name in ("run", "status", "retry") else lifecycle, name)
     raise AttributeError(name)

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from doctune.errors import ConfigError
+from doctune.core.errors import ConfigError
 
 
 @asynccontextmanager

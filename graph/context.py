@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from doctune.schemas import Pair, Section
-from doctune.settings import Settings, load_settings
-from doctune.store import Store
+from doctune.core.schemas import Pair, Section
+from doctune.core.settings import Settings, load_settings
+from doctune.graph.store import Store
 
 if TYPE_CHECKING:
     from doctune.agents.generator import PairGenerator

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from langgraph.graph import END, START, StateGraph
-from langgraph.types import RetryPolicy
 
 from doctune.graph import nodes
 from doctune.graph.context import Context
@@ -28,22 +27,8 @@ from doctune.graph.names import (
     TRAIN,
     VALIDATE,
 )
+from doctune.graph.retry import LLM_RETRY
 from doctune.graph.state import RunInput, RunOutput, RunState, SectionInput, SectionOutput, SectionState
-
-
-def _transient(exc: Exception) -> bool:
-    """Retry only what can succeed on a second try (rate limits, timeouts, 5xx) -- never bad input."""
-    try:
-        from doctune.agents.llm_generator import is_transient
-    except ImportError:  # pragma: no cover - the LLM extra is part of the core install
-        return isinstance(exc, (TimeoutError, ConnectionError))
-    return is_transient(exc)
-
-
-# The LLM client already retries transient errors (honouring Retry-After, llm.max_retries times); the graph adds
-# one more attempt of the whole node for an endpoint that was down for longer. After that the node records the
-# error on the section (see nodes._section_failure) so the run goes on.
-LLM_RETRY = RetryPolicy(max_attempts=2, initial_interval=1.0, retry_on=_transient)
 
 
 def build_section_graph() -> Any:

@@ -11,10 +11,10 @@ from typing import Any, Literal, TypeVar
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
+from doctune.core.schemas import EVIDENCE_RANK, Attempt, Pair, Verdict, extract_zig_blocks, sha256
 from doctune.graph.context import Context, aresolve, resolve
 from doctune.graph.names import CURATE, SECTION
 from doctune.graph.state import RunState, SectionResult, SectionState
-from doctune.schemas import EVIDENCE_RANK, Attempt, Pair, Verdict, extract_zig_blocks, sha256
 
 T = TypeVar("T")
 
@@ -234,7 +234,7 @@ async def curate(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
 
 async def export(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Write pairs.jsonl, rejected.jsonl and the HF DatasetDict with its card."""
-    from doctune.dataset import export_run
+    from doctune.agents.dataset import export_run
 
     ctx = await aresolve(runtime.context)
     info = await asyncio.to_thread(export_run, ctx.out_dir, ctx.store, state, ctx.settings)
@@ -258,7 +258,9 @@ async def evaluate(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]
     from doctune.trainer.pipeline import evaluate_node
 
     ctx = await aresolve(runtime.context)
-    return {"evaluation": await evaluate_node(ctx.settings, ctx.out_dir, state["export"], state["train"])}
+    from doctune.agents.validator import Validator
+
+    return {"evaluation": await evaluate_node(ctx.settings, ctx.out_dir, state["export"], state["train"], Validator)}
 
 
 # ---------------------------------------------------------------- helpers
@@ -272,7 +274,7 @@ def _section_failure(exc: BaseException, runtime: Runtime[Context]) -> bool:
     (a bug, a broken toolchain) propagates: that is not one section's problem.
     """
     from doctune.agents.llm import is_llm_failure, is_transient
-    from doctune.graph.graph import LLM_RETRY
+    from doctune.graph.retry import LLM_RETRY
 
     if not is_llm_failure(exc):
         return False

@@ -13,8 +13,8 @@ from importlib import resources
 
 import jinja2
 
-from doctune.errors import ConfigError
-from doctune.schemas import sha256
+from doctune.core.errors import ConfigError
+from doctune.core.schemas import sha256
 
 
 def _name(name: str) -> str:

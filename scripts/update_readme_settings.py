@@ -1,8 +1,8 @@
-"""Regenerate README's settings table from doctune.settings (run after adding a setting)."""
+"""Regenerate README's settings table from doctune.core.settings (run after adding a setting)."""
 
 from pathlib import Path
 
-from doctune.settings_doc import settings_table
+from doctune.core.settings_doc import settings_table
 
 START, END = "<!-- settings:start -->", "<!-- settings:end -->"
 readme = Path(__file__).resolve().parents[1] / "README.md"

@@ -22,14 +22,14 @@ if _SHARED_CORPUS.is_dir():
 
 
 def _shipped(name: str) -> Path:
-    from doctune import corpus
+    from doctune.core import corpus
 
     return corpus.path(name)
 
 
 def _reference(name: str) -> Path:
-    from doctune import corpus
-    from doctune.errors import InputError
+    from doctune.core import corpus
+    from doctune.core.errors import InputError
 
     try:
         return corpus.path(name)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from doctune.errors import AccessError
-from doctune.lifecycle import arun, astatus
-from doctune.settings import load_settings
-from doctune.store import Store
+from doctune.core.errors import AccessError
+from doctune.core.settings import load_settings
+from doctune.graph.lifecycle import arun, astatus
+from doctune.graph.store import Store
 
 from tests.fakes import zig_answers
 from tests.fakes.openai_server import FakeOpenAI, Fault, messages_text

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-_CLI = "from doctune.cli import main; main()"
+_CLI = "from doctune.app.cli import main; main()"
 
 
 def doctune(*args: str) -> subprocess.CompletedProcess[str]:
@@ -75,6 +75,6 @@ def test_corpus_without_the_language_reference_says_where_to_point(tmp_path) -> 
     p = subprocess.run([sys.executable, "-c", _CLI, "corpus"], capture_output=True, text=True, env=env, timeout=60)
     assert p.returncode == 0
     assert "langref\t(not found: set DOCTUNE_CORPUS_DIR)" in p.stdout.splitlines()
-    split = subprocess.run([sys.executable, "-c", "from doctune import corpus; corpus.path('langref')"],
+    split = subprocess.run([sys.executable, "-c", "from doctune.core import corpus; corpus.path('langref')"],
                            capture_output=True, text=True, env=env, timeout=60)
     assert split.returncode != 0 and "set DOCTUNE_CORPUS_DIR" in split.stderr

@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from doctune.agents.validator import BlockInput, Validator
+from doctune.core.schemas import Expect, Verdict
+from doctune.core.settings import ValidatorSettings
 from doctune.executors.codapi import CodapiExecutor
-from doctune.schemas import Expect, Verdict
-from doctune.settings import ValidatorSettings
 
 from tests.fakes.codapi_server import CONFIG_DIR, CodapiConfig, FakeCodapi
 from tests.test_validator import FAILING_TEST, HELLO, PANIC, PASSING_TEST, ZIG_CACHE

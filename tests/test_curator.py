@@ -10,9 +10,9 @@ import pytest
 from doctune.agents import curator as cur
 from doctune.agents.curator import curate, load_extra_pairs
 from doctune.agents.judge import Judge
-from doctune.errors import InputError
-from doctune.schemas import Pair
-from doctune.settings import load_settings
+from doctune.core.errors import InputError
+from doctune.core.schemas import Pair
+from doctune.core.settings import load_settings
 
 from tests.fakes import zig_answers
 from tests.fakes.openai_server import FakeOpenAI, Fault, messages_text

@@ -12,7 +12,7 @@ import pytest
 
 
 def test_simplest_tasks_are_the_shortest_references() -> None:
-    from doctune.cli.demo import simplest_tasks
+    from doctune.app.cli.demo import simplest_tasks
 
     picked = simplest_tasks(6)
     assert len(picked) == 6
@@ -25,7 +25,7 @@ def test_simplest_tasks_are_the_shortest_references() -> None:
 @pytest.mark.zig
 def test_demo_without_training_walks_through_each_stage(tmp_path: Path) -> None:
     env = {**os.environ, "DOCTUNE_VALIDATOR__CACHE_PATH": str(tmp_path / "verdicts.sqlite")}
-    p = subprocess.run([sys.executable, "-c", "from doctune.cli import main; main()", "demo", "--no-train",
+    p = subprocess.run([sys.executable, "-c", "from doctune.app.cli import main; main()", "demo", "--no-train",
                         "--out", str(tmp_path / "demo")], capture_output=True, text=True, timeout=900, env=env)
     assert p.returncode == 0, p.stderr[-2000:]
     lines = {ln.split(":", 1)[0]: ln for ln in p.stderr.splitlines() if ln[:10].rstrip().endswith(":")}

@@ -13,7 +13,7 @@ import pytest
 
 from doctune.agents.doc_examples import _sentences, make_pairs
 from doctune.agents.splitter import split_paths
-from doctune.settings import SplitSettings
+from doctune.core.settings import SplitSettings
 
 
 def _pairs(doc: Path) -> list:

@@ -63,7 +63,7 @@ def test_compose_services_volumes_and_health(compose: dict[str, Any]) -> None:
 
 
 def test_doctune_env_names_are_settings_and_values_load(compose: dict[str, Any], monkeypatch) -> None:
-    from doctune.settings import Settings, load_settings
+    from doctune.core.settings import Settings, load_settings
 
     for name in ("app", "langgraph"):
         env = _env(compose["services"][name])
@@ -108,9 +108,9 @@ def test_urls_point_at_the_right_services(compose: dict[str, Any]) -> None:
 
 
 def test_codapi_sandbox_matches_what_the_validator_sends(compose: dict[str, Any], monkeypatch) -> None:
+    from doctune.core.settings import ValidatorSettings
     from doctune.executors.base import ExecRequest
     from doctune.executors.codapi import CodapiExecutor
-    from doctune.settings import ValidatorSettings
 
     env = _env(compose["services"]["app"])
     fields = {k.removeprefix("DOCTUNE_VALIDATOR__").lower(): v for k, v in env.items()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from doctune.agents.validator import Validator
 from doctune.evals import DEFAULT_TASKS, HELDOUT_TASKS
 from doctune.trainer.evaluate import evaluate
 from doctune.trainer.tasks import EvalTask, load_tasks
@@ -65,7 +66,7 @@ def _attacks(tasks: list[EvalTask], tmp_path: Path) -> None:
         "cross": answers_file(tmp_path / "cross.jsonl", tasks,
                               lambda i, t: inject(t.reference or "", EXIT) if i % 2 else t.wrong[0]),
     }
-    res = evaluate(tasks, models, tmp_path / "out").dump()
+    res = evaluate(tasks, models, tmp_path / "out", make_checker=Validator).dump()
     for label in models:
         score = res["models"][label]
         assert (score["n"], score["passed"], score["pass@1"]) == (len(tasks), 0, 0.0), label
@@ -94,7 +95,7 @@ def _heldout(tasks: list[EvalTask], tmp_path: Path) -> None:
         "reference": answers_file(tmp_path / "ref.jsonl", tasks, lambda i, t: t.reference or ""),
         "stub": answers_file(tmp_path / "stub.jsonl", tasks, lambda i, t: t.stub or ""),
     }
-    res = evaluate(tasks, models, tmp_path / "out").dump()  # default settings
+    res = evaluate(tasks, models, tmp_path / "out", make_checker=Validator).dump()  # default settings
     ref, stub = res["models"]["reference"], res["models"]["stub"]
     assert (ref["n"], ref["passed"], ref["pass@1"]) == (len(tasks), len(tasks), 1.0), res["tasks"]
     assert (stub["n"], stub["passed"], stub["pass@1"]) == (len(tasks), 0, 0.0)

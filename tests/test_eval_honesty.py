@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from doctune.agents.validator import Validator
 from doctune.evals import DEFAULT_TASKS
 from doctune.trainer.evaluate import evaluate
 from doctune.trainer.tasks import EvalTask, load_tasks
@@ -37,7 +38,7 @@ def _run(tasks: list[EvalTask], responders: dict, out: Path, monkeypatch: pytest
         s.start()
     try:
         models = {label: f"openai:fake@{s.base_url}" for label, s in servers.items()}
-        res = evaluate(tasks, models, out).dump()
+        res = evaluate(tasks, models, out, make_checker=Validator).dump()
         # the models were asked the prompts only: no hidden test, reference or wrong variant went over the wire
         for s in servers.values():
             for req in s.chat_requests():

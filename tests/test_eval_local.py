@@ -24,7 +24,7 @@ def test_cli_eval_base_vs_tuned(tmp_path: Path) -> None:
     res = train(make_dataset(tmp_path), tmp_path / "train", preset="cpu-smollm2", max_steps=2, show_progress=False)
     out = tmp_path / "eval"
     proc = subprocess.run(
-        [sys.executable, "-c", "from doctune.cli import main; main()", "eval", "--out", str(out),
+        [sys.executable, "-c", "from doctune.app.cli import main; main()", "eval", "--out", str(out),
          "--model", "base=smollm2", "--model", f"tuned={res.out_dir}", "--max-tasks", "10",
          "--max-new-tokens", "96"],
         capture_output=True, text=True, timeout=1500,

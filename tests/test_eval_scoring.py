@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from doctune.errors import InputError
+from doctune.agents.validator import Validator
+from doctune.core.errors import InputError
+from doctune.core.schemas import Verdict, ZigTestCounts
+from doctune.core.settings import ValidatorSettings
 from doctune.executors.base import ExecRequest, ExecResult, Executor
-from doctune.schemas import Verdict, ZigTestCounts
-from doctune.settings import ValidatorSettings
 from doctune.trainer.answers import read_answers
 from doctune.trainer.evaluate import EVAL_VALIDATOR, validate_answers
 from doctune.trainer.generate import Generation, OpenAIGenerator, finish_reason, parse_spec
@@ -153,7 +154,7 @@ def test_each_answer_alone_and_models_one_after_the_other() -> None:
     settings = ValidatorSettings(cache=False)
     assert settings.batch_tests and settings.batch_programs  # the defaults batch; eval must not
     judged = asyncio.run(validate_answers(tasks, answers, settings, NONCE,
-                                          executor_factory=lambda: RecordingExecutor(next(labels))))
+                                          make_checker=lambda s: Validator(s, RecordingExecutor(next(labels)))))
     log = RecordingExecutor.log
     assert len(log) == 8 and all(j[0].passed for per in judged.values() for j in per)
     for label, req in log:

@@ -11,9 +11,9 @@ from collections import Counter
 
 import pytest
 
+from doctune.core.schemas import Expect
+from doctune.core.settings import ValidatorSettings
 from doctune.evals import DEFAULT_TASKS
-from doctune.schemas import Expect
-from doctune.settings import ValidatorSettings
 from doctune.trainer.evaluate import pass_at_k, select_tasks
 from doctune.trainer.tasks import (
     EvalTask,

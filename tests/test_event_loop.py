@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from doctune.agents.validator import BlockInput, Validator
+from doctune.core.schemas import Expect, Verdict
+from doctune.core.settings import ValidatorSettings
 from doctune.executors.blocking import in_thread
 from doctune.executors.local import LocalExecutor
-from doctune.schemas import Expect, Verdict
-from doctune.settings import ValidatorSettings
 
 from tests.test_validator import GOOD_FRAGMENT, HELLO, PASSING_TEST, ZIG_CACHE
 from tests.test_validator_batch import BLOCKS

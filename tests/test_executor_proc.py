@@ -9,10 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+from doctune.core.schemas import Verdict
 from doctune.executors.cache import VerdictCache
 from doctune.executors.proc import run_process
 from doctune.executors.zigsrc import classify, missing_imports, top_level_names, trim_output, wrap_fragment
-from doctune.schemas import Verdict
 
 
 def _py(code: str) -> list[str]:

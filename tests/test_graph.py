@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from doctune.agents.generator import DocExampleGenerator
+from doctune.core.schemas import Pair, Section, extract_zig_blocks
+from doctune.core.settings import load_settings
 from doctune.graph.context import Context
-from doctune.runner import run_pipeline
-from doctune.schemas import Pair, Section, extract_zig_blocks
-from doctune.settings import load_settings
+from doctune.graph.driver import run_pipeline
 
 pytestmark = pytest.mark.zig
 
@@ -39,7 +39,7 @@ def sample_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path):
 
 
 def _sample() -> Path:
-    from doctune.cli.run import sample_doc_path
+    from doctune.app.cli.run import sample_doc_path
 
     return sample_doc_path()
 
@@ -117,7 +117,7 @@ def _nothing_left_behind(out: Path, url: str | None, threads_before: set[int]) -
     """After a run ends (even by a crash): no thread of it alive, the run lock free, the database writable."""
     import sqlite3
 
-    from doctune.lifecycle import lock_held
+    from doctune.graph.lifecycle import lock_held
 
     # New daemon threads may stay (tqdm's monitor, started once per process); aiosqlite's connection thread is
     # not a daemon and must be gone.
@@ -145,7 +145,7 @@ def test_resume_does_not_regenerate_finished_sections(tmp_path: Path, cache_dir:
     """A script runs, the run crashes (a generator bug), the script runs again in the same process: only the
     unfinished sections are generated again, and the crashed run left no connection, lock or thread behind
     (once a crashed run's SQLite connection kept the write lock: `database is locked` on the re-run)."""
-    from doctune.lifecycle import arun
+    from doctune.graph.lifecycle import arun
 
     out = tmp_path / "out"
     settings = _settings(cache_dir, generator={"concurrency": 1, "sections_in_flight": 1},
@@ -185,7 +185,7 @@ def test_graph_schemas_and_public_api() -> None:
     assert set(g.get_input_jsonschema()["properties"]) == {"docs", "max_sections"}
     assert "export" in g.get_output_jsonschema()["properties"]
     assert doctune.Context is Context
-    assert {doctune.run, doctune.status, doctune.retry} and doctune.arun.__module__ == "doctune.lifecycle"
+    assert {doctune.run, doctune.status, doctune.retry} and doctune.arun.__module__ == "doctune.graph.lifecycle"
 
 
 def test_script_lifecycle_as_in_the_readme(tmp_path: Path, cache_dir: Path) -> None:
@@ -203,5 +203,5 @@ def test_script_lifecycle_as_in_the_readme(tmp_path: Path, cache_dir: Path) -> N
     st = doctune.status(tmp_path / "out")
     assert (st.state, st.done, st.failed) == ("completed", 2, 0)
     assert doctune.retry(tmp_path / "out") is None  # nothing failed: nothing to retry
-    with pytest.raises(doctune.errors.InputError, match="max_sections"):
+    with pytest.raises(doctune.core.errors.InputError, match="max_sections"):
         doctune.run([str(doc)], tmp_path / "other", settings, max_sections=-3)

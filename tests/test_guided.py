@@ -75,7 +75,7 @@ def test_server_over_http(tiny_model: Path, tmp_path: Path) -> None:
     import httpx
 
     from doctune.agents.llm_generator import GeneratedPairs
-    from doctune.cli.serve import LLMServer, client_settings
+    from doctune.app.cli.serve import LLMServer, client_settings
 
     with LLMServer(tiny_model, port=_free_port(), log_file=tmp_path / "serve.log", threads=1) as srv:
         assert srv.model == "tiny-zig"

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from doctune.agents.validator import BlockInput, Validator
+from doctune.core.settings import ValidatorSettings
 from doctune.executors.local import UID_BASE, LocalExecutor
 from doctune.executors.sandbox import SANDBOX_UID, bwrap_path
-from doctune.settings import ValidatorSettings
 
 from tests.test_validator import ZIG_CACHE
 
@@ -123,7 +123,7 @@ def test_hostile_code_is_contained(tmp_path: Path) -> None:
 
 
 def test_refuses_to_run_without_sandbox_unless_opted_in(monkeypatch: pytest.MonkeyPatch) -> None:
-    from doctune.errors import ToolchainError
+    from doctune.core.errors import ToolchainError
     from doctune.executors import sandbox
 
     monkeypatch.setattr(sandbox, "bwrap_path", lambda: None)

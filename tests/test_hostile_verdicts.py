@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from doctune.agents.validator import BlockInput, Validator
+from doctune.core.schemas import Verdict
+from doctune.core.settings import ValidatorSettings
 from doctune.executors.cgroups import Cgroup
 from doctune.executors.local import LocalExecutor
 from doctune.executors.sandbox import bwrap_path
-from doctune.schemas import Verdict
-from doctune.settings import ValidatorSettings
 
 from tests.test_validator import ZIG_CACHE
 

@@ -23,9 +23,9 @@ from doctune.agents.llm_generator import (
     prompt_hash,
     repair_pair,
 )
-from doctune.errors import AccessError, EndpointError
-from doctune.schemas import Pair, Section, SectionStats, Verdict
-from doctune.settings import load_settings
+from doctune.core.errors import AccessError, EndpointError
+from doctune.core.schemas import Pair, Section, SectionStats, Verdict
+from doctune.core.settings import load_settings
 
 from tests.fakes import zig_answers
 from tests.fakes.openai_server import FakeOpenAI, Fault, FaultPlan, messages_text

@@ -23,7 +23,7 @@ def test_subpackages_map_to_top_level_folders() -> None:
 
 
 def test_import_doctune_is_light() -> None:
-    code = "import sys, doctune, doctune.cli; print('torch' in sys.modules, 'langgraph' in sys.modules)"
+    code = "import sys, doctune, doctune.app.cli; print('torch' in sys.modules, 'langgraph' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
 
@@ -40,7 +40,7 @@ def test_non_editable_install_has_one_namespace(tmp_path: Path) -> None:
         assert (target / "doctune" / sub / "__init__.py").is_file(), sub
     assert list((target / "doctune" / "prompts").glob("*.j2")), "prompt templates are package data"
     assert (target / "doctune" / "data" / "zig-sample.md").is_file()
-    code = ("import doctune.agents.splitter, doctune.graph.graph, doctune.cli; "
+    code = ("import doctune.agents.splitter, doctune.graph.graph, doctune.app.cli; "
             "print(doctune.agents.splitter.__file__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}, cwd=tmp_path).stdout
@@ -48,7 +48,7 @@ def test_non_editable_install_has_one_namespace(tmp_path: Path) -> None:
 
 
 def test_readme_settings_table_matches_code() -> None:
-    from doctune.settings_doc import settings_table
+    from doctune.core.settings_doc import settings_table
 
     assert settings_table() in (ROOT / "README.md").read_text(encoding="utf-8"), (
         "README's settings table is stale: run python scripts/update_readme_settings.py"

@@ -17,9 +17,9 @@ from doctune.agents.limits import RequestLimit, SingleFlight
 from doctune.agents.llm import StructuredCaller
 from doctune.agents.llm_generator import GeneratedPairs
 from doctune.agents.validator import BlockInput, Validator
+from doctune.core.settings import LLMSettings, ValidatorSettings, load_settings
 from doctune.executors.local import LocalExecutor
-from doctune.runner import run_pipeline
-from doctune.settings import LLMSettings, ValidatorSettings, load_settings
+from doctune.graph.driver import run_pipeline
 
 from tests.fakes import zig_answers
 from tests.fakes.openai_server import FakeOpenAI, messages_text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from doctune.errors import ConfigError
+from doctune.core.errors import ConfigError
 from doctune.trainer.config import resolve_config
 
 # ../shared/RECIPE.md §5, written out independently of presets.py.

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from doctune.progress import RunProgress
+from doctune.app.progress import RunProgress
 
 
 def _section(accepted: int, rejected: int) -> dict:

@@ -8,7 +8,7 @@ import jinja2.meta
 import pytest
 
 from doctune import prompts
-from doctune.errors import ConfigError
+from doctune.core.errors import ConfigError
 
 GEN_VARS = dict(zig_version="0.14.0", heading_path="Values > Integers", source="langref.md",
                 section_text="Zig has `u8`.\n```zig\nconst x: u8 = 1; // {}\n```", n_pairs=3, n_code=2, covered=[])

@@ -14,8 +14,8 @@ import pytest
 
 from doctune.agents.llm import GenerationError
 from doctune.agents.llm_generator import LLMGenerator
-from doctune.schemas import Section, SectionStats
-from doctune.settings import load_settings
+from doctune.core.schemas import Section, SectionStats
+from doctune.core.settings import load_settings
 
 # 3 short answers: seconds on a quiet CPU, minutes on a busy one (135M model, ~1-30 tokens/s).
 pytestmark = [pytest.mark.slow, pytest.mark.train, pytest.mark.timeout(1200)]
@@ -40,7 +40,7 @@ def test_three_sections_against_doctune_serve_llm(tmp_path) -> None:
     for mod in ("fastapi", "uvicorn", "transformers", "torch"):
         pytest.importorskip(mod)
     pytest.importorskip("doctune.trainer.smollm2")
-    from doctune.cli.serve import LLMServer
+    from doctune.app.cli.serve import LLMServer
 
     sections = [Section(id=f"s{i}", source="t.md", path=[h], level=2, ordinal=i, start_line=1, end_line=2,
                         text=f"## {h}\n{t}\n", stats=SectionStats(chars=len(t), code_blocks=0))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from doctune.errors import ToolchainError
+from doctune.core.errors import ToolchainError
 from doctune.trainer import smollm2
 
 GGUF = b"GGUF\x03\x00\x00\x00fake weights for the test"

@@ -14,8 +14,8 @@ import pytest
 
 from doctune.agents.split_stats import stats_table, summarize
 from doctune.agents.splitter import split_markdown, split_paths
-from doctune.errors import InputError
-from doctune.settings import SplitSettings
+from doctune.core.errors import InputError
+from doctune.core.settings import SplitSettings
 
 # No merging and no splitting unless a test asks for it.
 RAW = SplitSettings(min_chars=0, max_chars=100_000)
@@ -362,8 +362,8 @@ def test_library_errors_are_input_errors(tmp_path: Path):
 # Runs the `split` command through the real CLI wrapper (run_cli) in a fresh process, as `doctune split` does.
 _CLI = """
 import sys, typer
-from doctune.cli import split
-from doctune.cli.common import run_cli
+from doctune.app.cli import split
+from doctune.app.cli.common import run_cli
 app = typer.Typer(pretty_exceptions_enable=False)
 app.callback()(lambda: None)
 split.register(app)
@@ -450,7 +450,7 @@ def test_sample_doc_shape():
 @pytest.mark.slow
 def test_sample_doc_examples_behave_as_annotated(tmp_path: Path):
     """Each example compiled and run with the real Zig 0.14.0 does what its Expected line says."""
-    from doctune.zig import zig_exe
+    from doctune.core.zig import zig_exe
 
     env = {
         **os.environ,

@@ -12,7 +12,7 @@ import pytest
 
 from doctune.agents.split_stats import summarize
 from doctune.agents.splitter import _scan, split_paths
-from doctune.settings import SplitSettings
+from doctune.core.settings import SplitSettings
 
 from tests.conftest import LANGREF
 

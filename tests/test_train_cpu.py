@@ -75,7 +75,7 @@ def test_train_reload_generate(tmp_path: Path) -> None:
 def test_cli_train_on_a_dataset(tmp_path: Path) -> None:
     ds = make_dataset(tmp_path)
     proc = subprocess.run(
-        [sys.executable, "-c", "from doctune.cli import main; main()", "train", "--dataset", str(ds), "--preset", "cpu-smollm2",
+        [sys.executable, "-c", "from doctune.app.cli import main; main()", "train", "--dataset", str(ds), "--preset", "cpu-smollm2",
          "--max-steps", "1", "--set", "gradient_accumulation_steps=1", "--out", str(tmp_path / "out")],
         capture_output=True, text=True, timeout=900,
     )

@@ -47,7 +47,7 @@ def test_cli_grpo_logs_rewards_and_saves_a_reloadable_adapter(tmp_path: Path) ->
     ds = rl_dataset(tmp_path)
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-c", "from doctune.cli import main; main()", "train", "--dataset", str(ds), "--method",
+        [sys.executable, "-c", "from doctune.app.cli import main; main()", "train", "--dataset", str(ds), "--method",
          "grpo", "--preset", "cpu-smollm2", "--max-steps", "2", "--out", str(out)],
         capture_output=True, text=True, timeout=1800, env=ONE_THREAD,
     )
@@ -95,9 +95,8 @@ def test_grpo_follows_sft_on_the_same_run(tmp_path: Path, one_thread: None) -> N
     comes through the injected validate_many (here a fake at that seam: every program passes)."""
     from safetensors.torch import load_file
 
-    from doctune.schemas import Verdict
+    from doctune.core.schemas import CodeCheck, Verdict
     from doctune.trainer.api import train
-    from doctune.trainer.reward import CodeCheck
 
     from tests.test_train_cpu import make_dataset
 

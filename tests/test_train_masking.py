@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("trl")
 
-from doctune.errors import ConfigError  # noqa: E402
+from doctune.core.errors import ConfigError  # noqa: E402
 from doctune.trainer.data import (  # noqa: E402
     CHATML_INSTRUCTION,
     CHATML_RESPONSE,

@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 
-from doctune.errors import ToolchainError
-from doctune.schemas import Verdict
+from doctune.core.errors import ToolchainError
+from doctune.core.schemas import CodeCheck, Verdict
 from doctune.trainer.reward import (
-    CodeCheck,
     LoopThread,
     RewardTask,
     ValidatorReward,
@@ -169,8 +168,8 @@ def test_trainer_floor_imports_neither_agents_nor_graph() -> None:
 
 @pytest.mark.zig
 def test_real_zig_rewards(tmp_path: Path) -> None:
-    from doctune.cli.train import validator_service
-    from doctune.settings import ValidatorSettings
+    from doctune.agents.validator import validator_service
+    from doctune.core.settings import ValidatorSettings
 
     settings = ValidatorSettings(cache_path=tmp_path / "verdicts.sqlite", concurrency=2)
     validate_many, close = validator_service(settings)
@@ -209,7 +208,7 @@ def _cli(*args: str) -> Any:
     import subprocess
     import sys
 
-    return subprocess.run([sys.executable, "-c", "from doctune.cli import main; main()", *args],
+    return subprocess.run([sys.executable, "-c", "from doctune.app.cli import main; main()", *args],
                           capture_output=True, text=True, timeout=600)
 
 

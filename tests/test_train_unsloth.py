@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from doctune.errors import ToolchainError
+from doctune.core.errors import ToolchainError
 
 
 def _run_py(code: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -22,7 +22,7 @@ def _run_py(code: str, **env: str) -> subprocess.CompletedProcess[str]:
 def test_unsloth_is_never_imported_by_default() -> None:
     code = (
         "import sys\n"
-        "import doctune.cli, doctune.trainer.api, doctune.trainer.unsloth_backend, doctune.trainer.evaluate\n"
+        "import doctune.app.cli, doctune.trainer.api, doctune.trainer.unsloth_backend, doctune.trainer.evaluate\n"
         "from doctune.trainer.config import resolve_config\n"
         "resolve_config('seed-qwen2.5-3b')\n"
         "assert 'unsloth' not in sys.modules, 'unsloth imported'\n"
@@ -68,7 +68,7 @@ def test_cli_prints_one_line_error(tmp_path: Path) -> None:
 
     ds = make_dataset(tmp_path)
     proc = subprocess.run(
-        [sys.executable, "-c", "from doctune.cli import main; main()", "train", "--dataset", str(ds),
+        [sys.executable, "-c", "from doctune.app.cli import main; main()", "train", "--dataset", str(ds),
          "--preset", "seed-qwen2.5-3b", "--out", str(tmp_path / "o")],
         capture_output=True, text=True, timeout=300,
     )
@@ -124,7 +124,7 @@ def test_sequence_length_kwarg_comes_from_the_config_fields(tmp_path: Path) -> N
         max_seq_length: int | None = None
 
     assert seq_length_kwarg(_unsloth_like(OldSFTConfig)) == "max_seq_length"
-    from doctune.errors import ConfigError
+    from doctune.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="packing=true"):
         sft_args_kwargs(OldSFTConfig, cfg, 321)
@@ -137,7 +137,7 @@ def test_sequence_length_kwarg_comes_from_the_config_fields(tmp_path: Path) -> N
 def test_use_loftq_sets_loftq_init_or_is_refused() -> None:
     pytest.importorskip("peft")
     torch = pytest.importorskip("torch")
-    from doctune.errors import ConfigError
+    from doctune.core.errors import ConfigError
     from doctune.trainer.config import resolve_config
     from doctune.trainer.hf_backend import lora_config
     from doctune.trainer.unsloth_backend import loftq_kwargs

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from doctune.agents.validator import BlockInput, Validator
+from doctune.core.schemas import Expect, Verdict
+from doctune.core.settings import ValidatorSettings
 from doctune.executors.local import LocalExecutor
-from doctune.schemas import Expect, Verdict
-from doctune.settings import ValidatorSettings
 
 pytestmark = pytest.mark.zig
 
@@ -125,7 +125,7 @@ def test_timeout_kills_the_program(tmp_path: Path) -> None:
 def test_cli_single_file_prints_verdict_json(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from doctune.cli import app
+    from doctune.app.cli import app
 
     f = tmp_path / "bad.zig"
     f.write_text("pub fn main() void {\n    const x: u8 = 300;\n    _ = x;\n}\n")

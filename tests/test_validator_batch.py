@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from doctune.agents.validator import BlockInput, Validator
-from doctune.executors.batch import batch_kind
+from doctune.agents.validator_batch import batch_kind
+from doctune.core.schemas import Expect, Verdict
+from doctune.core.settings import ValidatorSettings
 from doctune.executors.local import LocalExecutor
-from doctune.schemas import Expect, Verdict
-from doctune.settings import ValidatorSettings
 
 from tests.test_validator import FAILING_TEST, PANIC, PASSING_TEST, ZIG_CACHE
 
@@ -95,7 +95,7 @@ def test_what_is_never_batched() -> None:
 def test_cli_jsonl_contract(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from doctune.cli import app
+    from doctune.app.cli import app
 
     rows = [
         {"id": "b", "code": "const x: u8 = 300;\n", "expect": {"outcome": "compile_error"}},

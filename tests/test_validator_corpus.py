@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from doctune.agents.validator import BlockInput, Validator
+from doctune.core.settings import ValidatorSettings
 from doctune.executors.local import LocalExecutor
-from doctune.settings import ValidatorSettings
 
 from tests.test_validator import ZIG_CACHE
 
@@ -73,7 +73,7 @@ def test_stratified_sample_agrees(examples_jsonl: Path, tmp_path: Path) -> None:
 def test_full_corpus_agreement_via_cli(examples_jsonl: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from doctune.cli import app
+    from doctune.app.cli import app
 
     out = tmp_path / "v.jsonl"
     env = {

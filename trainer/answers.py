@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from doctune.errors import InputError
-from doctune.trainer.generate import Generation, ModelSpec
+from doctune.core.errors import InputError
+from doctune.trainer.specs import Generation, ModelSpec
 
 
 def read_answers(path: Path | str, pick: str | None = None) -> dict[str, list[Generation]]:

@@ -14,10 +14,10 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Literal
 
-from doctune.errors import ConfigError, InputError, ToolchainError
+from doctune.core.errors import ConfigError, InputError, ToolchainError
+from doctune.core.schemas import ValidateMany
 from doctune.trainer.config import TrainConfig, resolve_config
 from doctune.trainer.outputs import TrainResult
-from doctune.trainer.reward import ValidateMany
 
 Method = Literal["sft", "grpo", "sft+grpo"]
 METHODS: tuple[str, ...] = ("sft", "grpo", "sft+grpo")

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from doctune.errors import ConfigError
+from doctune.core.errors import ConfigError
 
 Backend = Literal["hf", "unsloth"]
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from doctune.errors import ConfigError, InputError
+from doctune.core.errors import ConfigError, InputError
 
 IGNORE = -100
 CHATML_INSTRUCTION = "<|im_start|>user\n"

@@ -16,16 +16,17 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rich.console import Console
 
-from doctune.schemas import Expect, Verdict
-from doctune.settings import ValidatorSettings
-from doctune.trainer.generate import DEFAULT_MAX_NEW_TOKENS, Generation
+from doctune.core.schemas import CodeCheck, Expect, Verdict
+from doctune.core.settings import ValidatorSettings
+from doctune.trainer.generate import DEFAULT_MAX_NEW_TOKENS
 from doctune.trainer.scoring import EvalResults, Judged, ModelScore, TaskResult, judge, pass_at_k, score
+from doctune.trainer.specs import Generation
 from doctune.trainer.tasks import EvalTask, Program, build_program
 
 __all__ = ["EvalResults", "ModelScore", "TaskResult", "evaluate", "evaluate_async", "pass_at_k"]
@@ -33,6 +34,17 @@ __all__ = ["EvalResults", "ModelScore", "TaskResult", "evaluate", "evaluate_asyn
 console = Console(stderr=True)
 EVAL_VALIDATOR = {"batch_tests": False, "batch_programs": False}  # each answer alone (see the module docstring)
 Answers = dict[str, list[list[Generation]]]
+
+
+class Checker(Protocol):
+    """What judges one program (the validator, handed in by the graph or the CLI: the trainer floor never imports
+    it). ``doctune.agents.validator.Validator`` is one: ``make_checker=Validator``."""
+
+    async def check(self, item: CodeCheck) -> Verdict: ...
+    async def aclose(self) -> None: ...
+
+
+MakeChecker = Callable[[ValidatorSettings], Checker]
 
 
 def generate_all(tasks: Sequence[EvalTask], models: dict[str, str], *, samples: int, max_new_tokens: int,
@@ -60,17 +72,15 @@ def generate_all(tasks: Sequence[EvalTask], models: dict[str, str], *, samples: 
 
 async def validate_answers(
     tasks: Sequence[EvalTask], answers: Answers, settings: ValidatorSettings, nonce: str,
-    *, executor_factory: Any = None,
+    *, make_checker: MakeChecker,
 ) -> dict[str, list[list[Judged]]]:
-    """Build and judge every answer. Each model gets its own validator, after the previous one is closed; each
-    answer is validated alone (``validate_block``: no batch). ``executor_factory`` (tests) makes the executor."""
-    from doctune.agents.validator import Validator
-
+    """Build and judge every answer. Each model gets its own checker, after the previous one is closed; each
+    answer is checked alone (``check``: no batch)."""
     isolated = settings.model_copy(update=EVAL_VALIDATOR)
     judged: dict[str, list[list[Judged]]] = {}
     for label, per_task in answers.items():
         progs = [[build_program(t, g.text, nonce) for g in outs] for t, outs in zip(tasks, per_task, strict=True)]
-        validator = Validator(isolated, executor_factory() if executor_factory else None)
+        validator = make_checker(isolated)
         try:
             verdicts = await asyncio.gather(*(
                 asyncio.gather(*(_validate_one(validator, t, p) for p in row)) for t, row in zip(tasks, progs, strict=True)
@@ -85,25 +95,22 @@ async def validate_answers(
     return judged
 
 
-async def _validate_one(validator: Any, task: EvalTask, prog: Program) -> Verdict | None:
-    from doctune.agents.validator import BlockInput
-
+async def _validate_one(validator: Checker, task: EvalTask, prog: Program) -> Verdict | None:
     if prog.code is None:
         return None
     expect = Expect(stdout=task.expect_stdout) if task.mode == "run" else Expect()
-    return await validator.validate_block(BlockInput(id=task.id, code=prog.code, mode=task.mode, expect=expect))
+    return await validator.check(CodeCheck(id=task.id, code=prog.code, mode=task.mode, expect=expect))
 
 
-async def calibrate(tasks: list[EvalTask], settings: ValidatorSettings) -> list[EvalTask]:
+async def calibrate(tasks: list[EvalTask], settings: ValidatorSettings, make_checker: MakeChecker) -> list[EvalTask]:
     """Dataset run-mode tasks get their expected stdout from running the reference; failing references go."""
-    from doctune.agents.validator import Validator
-
     todo = [t for t in tasks if t.mode == "run" and t.expect_stdout is None and t.reference]
     if not todo:
         return tasks
-    v = Validator(settings)
+    v = make_checker(settings)
     try:
-        verdicts = await asyncio.gather(*(v.validate(t.reference or "", mode="run") for t in todo))
+        verdicts = await asyncio.gather(*(v.check(CodeCheck(id=t.id, code=t.reference or "", mode="run"))
+                                          for t in todo))
     finally:
         await v.aclose()
     drop = set()
@@ -131,24 +138,26 @@ async def evaluate_async(
     max_tasks: int | None = None,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     validator: ValidatorSettings | None = None,
+    make_checker: MakeChecker,
     loss_log: Path | None = None,
     batch_size: int = 16,
 ) -> EvalResults:
     """Run the whole evaluation and write results.json, answers.jsonl, report.md + plots into ``out_dir``.
-    Generation runs in a worker thread so an event loop (the graph's) stays responsive."""
+    Generation runs in a worker thread so an event loop (the graph's) stays responsive. ``make_checker`` builds
+    the code checker from validator settings (``doctune.agents.validator.Validator``)."""
     from doctune.trainer.report import write_report
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     settings = validator or ValidatorSettings()
-    chosen = await calibrate(select_tasks([t.model_copy() for t in tasks], max_tasks), settings)
+    chosen = await calibrate(select_tasks([t.model_copy() for t in tasks], max_tasks), settings, make_checker)
     answers = await asyncio.to_thread(
         generate_all, chosen, models, samples=samples, max_new_tokens=max_new_tokens, batch_size=batch_size
     )
     n_answers = sum(len(a) for per in answers.values() for a in per)
     console.print(f"validating {n_answers} answers with Zig, each alone ...")
     nonce = secrets.token_hex(8)  # chosen after the answers exist: no answer can print a test's marker
-    judged = await validate_answers(chosen, answers, settings, nonce)
+    judged = await validate_answers(chosen, answers, settings, nonce, make_checker=make_checker)
     results = score(chosen, judged, samples, dict(models), max_new_tokens=max_new_tokens)
     (out / "results.json").write_text(json.dumps(results.dump(), indent=2) + "\n")
     write_answers(out / "answers.jsonl", chosen, answers)

@@ -19,38 +19,13 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel
-
-from doctune.errors import ConfigError, EndpointError
+from doctune.core.errors import ConfigError, EndpointError
+from doctune.trainer.specs import Generation, ModelSpec
 
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
 DEFAULT_MAX_NEW_TOKENS = 1536  # a real exercise's solution is ~2 KB of Zig (~700-900 tokens) plus some prose
-
-
-class Generation(BaseModel):
-    """One answer and why it ended: ``stop`` (end of turn) or ``length`` (cut at the token budget)."""
-
-    text: str
-    finish_reason: str = "stop"
-
-    @property
-    def truncated(self) -> bool:
-        return self.finish_reason == "length"
-
-
-class ModelSpec(BaseModel):
-    """A parsed ``LABEL=SPEC``."""
-
-    label: str
-    kind: Literal["local", "openai", "answers"]
-    path: str | None = None  # base model folder (local)
-    adapter: str | None = None  # LoRA adapter folder (local)
-    model: str | None = None  # endpoint model name
-    base_url: str | None = None
-    file: str | None = None  # answers file
-    pick: str | None = None  # which label's answers in an evaluator answers.jsonl
 
 
 def parse_spec(label: str, spec: str) -> ModelSpec:

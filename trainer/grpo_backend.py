@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from doctune.errors import ConfigError, InputError
+from doctune.core.errors import ConfigError, InputError
 from doctune.trainer.config import TrainConfig
 from doctune.trainer.data import LengthStats, render
 from doctune.trainer.outputs import TrainResult, run_summary, save_outputs

@@ -14,7 +14,7 @@ from typing import Any
 
 from rich.console import Console
 
-from doctune.errors import ConfigError, InputError
+from doctune.core.errors import ConfigError, InputError
 from doctune.trainer.config import TrainConfig
 from doctune.trainer.data import prepare_dataset
 from doctune.trainer.outputs import TrainResult, run_summary, save_outputs

@@ -12,7 +12,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from doctune.settings import Settings
+from doctune.core.settings import Settings
 
 
 async def train_node(settings: Settings, out_dir: Path, export: dict[str, Any]) -> dict[str, Any]:
@@ -46,7 +46,7 @@ def default_tasks(settings: Settings, dataset_path: str | Path | None) -> list[A
 
 
 async def evaluate_node(
-    settings: Settings, out_dir: Path, export: dict[str, Any], train: dict[str, Any]
+    settings: Settings, out_dir: Path, export: dict[str, Any], train: dict[str, Any], make_checker: Any
 ) -> dict[str, Any]:
     from doctune.trainer.evaluate import evaluate_async
 
@@ -55,7 +55,7 @@ async def evaluate_node(
     models = {"base": train["base_model"], "tuned": train["adapter"]}
     results = await evaluate_async(
         tasks, models, Path(out_dir) / "eval", samples=e.samples, max_tasks=e.max_tasks,
-        max_new_tokens=e.max_new_tokens, validator=settings.validator, loss_log=Path(train["loss_log"]),
+        max_new_tokens=e.max_new_tokens, validator=settings.validator, make_checker=make_checker, loss_log=Path(train["loss_log"]),
     )
     scores = results.dump()["models"]
     return {

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from doctune.trainer.generate import Generation
+from doctune.trainer.specs import Generation
 from doctune.trainer.tasks import EvalTask
 
 MAX_EXAMPLES = 3

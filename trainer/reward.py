@@ -2,7 +2,7 @@
 
 The trainer floor stands on core only, so it never imports the validator agent: the caller (the CLI) injects a
 ``ValidateMany`` — an async function taking ``CodeCheck``s and returning one ``Verdict`` each, in input order
-(``doctune.agents.validator.Validator.validate_many`` adapted to ``CodeCheck``).
+(the validator's ``check_many``, passed in by the graph or the CLI: the trainer never imports the validator).
 
 What a row is checked against (``reward_tasks``), strongest first:
 - ``hidden``: the row's hidden tests (``tests``: Zig ``test`` blocks appended to the answer, whose own tests are
@@ -28,32 +28,20 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
-from doctune.errors import ToolchainError
-from doctune.schemas import Expect, RequestedMode, Verdict, sha256
+from doctune.core.errors import ToolchainError
+from doctune.core.schemas import CodeCheck, Expect, ValidateMany, Verdict, sha256
 from doctune.trainer.data import conversation
 from doctune.trainer.tasks import MAIN_DECL, TEST_DECL, EvalTask, extract_code, find_test_blocks
 
 REWARD_PASSED, REWARD_COMPILED, REWARD_FAILED = 1.0, 0.5, 0.0
 _NOT_COMPILED = ("compile_error", "unsupported")
 T = TypeVar("T")
-
-
-class CodeCheck(BaseModel):
-    """One program to validate (the fields of the validator's ``BlockInput`` that the reward uses)."""
-
-    id: str
-    code: str
-    mode: RequestedMode = "auto"
-    expect: Expect | None = None
-
-
-ValidateMany = Callable[[list[CodeCheck]], Coroutine[Any, Any, list[Verdict]]]
 
 
 class RewardTask(BaseModel):

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from doctune.schemas import Verdict
+from doctune.core.schemas import Verdict
 from doctune.trainer.tasks import EvalTask, Program, marker
 
 HEADLINE = "tasks checked by hidden tests or an expected stdout"

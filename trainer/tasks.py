@@ -27,8 +27,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from doctune.errors import InputError
-from doctune.schemas import extract_fenced_blocks
+from doctune.core.errors import InputError
+from doctune.core.schemas import extract_fenced_blocks
 
 
 class EvalTask(BaseModel):

@@ -21,7 +21,7 @@ from typing import Any
 
 from rich.console import Console
 
-from doctune.errors import ConfigError, ToolchainError
+from doctune.core.errors import ConfigError, ToolchainError
 from doctune.trainer.config import TrainConfig
 from doctune.trainer.data import (
     IGNORE,

@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from doctune.schemas import ExecMode, ZigTestCounts
-
-if TYPE_CHECKING:
-    from doctune.settings import ValidatorSettings
+from doctune.core.schemas import ExecMode, ZigTestCounts
 
 
 @dataclass(frozen=True)
@@ -82,14 +78,3 @@ class Executor(abc.ABC):
     def cache_key_parts(self) -> tuple[str, ...]:
         """What besides the code makes verdicts differ (toolchain version, backend flags)."""
         return (self.name,)
-
-
-def get_executor(settings: ValidatorSettings) -> Executor:
-    """The executor the settings ask for."""
-    if settings.executor == "codapi":
-        from doctune.executors.codapi import CodapiExecutor
-
-        return CodapiExecutor(settings)
-    from doctune.executors.local import LocalExecutor
-
-    return LocalExecutor(settings)

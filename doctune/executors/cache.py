@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from doctune.schemas import Verdict, sha256
+from doctune.core.schemas import Verdict, sha256
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS verdicts (

@@ -18,8 +18,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from doctune.errors import ToolchainError
-from doctune.schemas import ZigTestCounts
+from doctune.core.errors import ToolchainError
+from doctune.core.schemas import ZigTestCounts
 
 HERE = Path(__file__).resolve().parent
 TEST_RUNNER = HERE / "test_runner.zig"

@@ -20,9 +20,9 @@ import time
 
 import httpx
 
+from doctune.core.schemas import ZigTestCounts
+from doctune.core.settings import ValidatorSettings
 from doctune.executors.base import ExecOptions, ExecRequest, ExecResult, Executor
-from doctune.schemas import ZigTestCounts
-from doctune.settings import ValidatorSettings
 
 _EXIT = re.compile(r"\s*\((?:exit status (?P<code>-?\d+)|signal: (?P<sig>[^)]*))\)\s*$")
 _COMPILE_ERROR = re.compile(

@@ -19,6 +19,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from doctune.core.settings import ValidatorSettings
+from doctune.core.zig import zig_dir, zig_version
 from doctune.executors.base import ExecRequest, ExecResult, Executor
 from doctune.executors.blocking import in_thread
 from doctune.executors.cgroups import Cgroup
@@ -33,8 +35,6 @@ from doctune.executors.sandbox import (
     run_argv,
 )
 from doctune.executors.steps import Step, run_step
-from doctune.settings import ValidatorSettings
-from doctune.zig import zig_dir, zig_version
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\- ]*\.zig$")
 # Compiler output that means the toolchain/cache failed, not the code (seen under parallel compiles).
@@ -64,7 +64,7 @@ class LocalExecutor(Executor):
     """Compiles with the local Zig and runs the result, sandboxed with bubblewrap when available."""
 
     name = "local"
-    supports_batch = True  # several files in one compile (see doctune.executors.batch)
+    supports_batch = True  # several files in one compile (see doctune.agents.validator_batch)
     supports_check_only = True  # ExecRequest.check_only is honoured
 
     def __init__(

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from doctune.errors import ToolchainError
+from doctune.core.errors import ToolchainError
 
 SANDBOX_UID = 65534  # nobody: limits like RLIMIT_NPROC only bind a non-root uid
 

@@ -28,9 +28,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from doctune.core.settings import ValidatorSettings
 from doctune.executors.base import ExecRequest, ExecResult
 from doctune.executors.local import LocalExecutor
-from doctune.settings import ValidatorSettings
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "docker" / "codapi"
 _MODES = {"build-exe": "run", "test": "test"}

@@ -56,7 +56,7 @@ def sample_reference(tmp_path_factory: pytest.TempPathFactory, warm_cache: Path)
     import subprocess
     import sys
 
-    from doctune.cli.run import sample_doc_path
+    from doctune.app.cli.run import sample_doc_path
 
     tmp = tmp_path_factory.mktemp("sample-reference")
     events = tmp / "events.json"

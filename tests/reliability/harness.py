@@ -27,7 +27,7 @@ _SCRUB = ("OPENAI_", "DOCTUNE_", "LANGSMITH_", "LANGCHAIN_")
 
 def doctune_cmd() -> list[str]:
     exe = Path(sys.executable).with_name("doctune")
-    return [str(exe)] if exe.is_file() else [sys.executable, "-c", "from doctune.cli import main; main()"]
+    return [str(exe)] if exe.is_file() else [sys.executable, "-c", "from doctune.app.cli import main; main()"]
 
 
 def clean_env(tmp: Path, **extra: str) -> dict[str, str]:
@@ -95,7 +95,7 @@ def kill_when(proc: subprocess.Popen[bytes], ready: Callable[[], bool], timeout:
 
 def status(out: Path, checkpoint_url: str | None = None) -> dict[str, Any]:
     """`doctune status --json`, in-process (fast enough to poll a running run)."""
-    from doctune.lifecycle import astatus
+    from doctune.graph.lifecycle import astatus
 
     return asyncio.run(astatus(out, checkpoint_url)).to_json()
 
@@ -134,12 +134,12 @@ def warm_up() -> None:
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver  # noqa: F401
 
     import doctune.graph.graph  # noqa: F401
-    import doctune.lifecycle  # noqa: F401
+    import doctune.graph.lifecycle  # noqa: F401
 
 
 def status_obj(out: Path, checkpoint_url: str | None = None) -> Any:
     """The RunStatus itself (done/pending ids included), in-process."""
-    from doctune.lifecycle import astatus
+    from doctune.graph.lifecycle import astatus
 
     return asyncio.run(astatus(out, checkpoint_url))
 
@@ -151,7 +151,7 @@ def done_ids(st: Any) -> set[str]:
 
 def headings(out: Path, section_ids: set[str]) -> set[str]:
     """Section ids -> the heading paths the generator prompt names (what the fake model matches on)."""
-    from doctune.store import Store
+    from doctune.graph.store import Store
 
     store = Store(out / "store")
     return {store.get_section(s).heading_path for s in section_ids}
@@ -159,7 +159,7 @@ def headings(out: Path, section_ids: set[str]) -> set[str]:
 
 def section_id_of(out: Path, heading: str) -> str:
     """The id of the stored section whose heading path is `heading`."""
-    from doctune.schemas import Section
+    from doctune.core.schemas import Section
 
     for f in sorted((out / "store" / "sections").glob("*.json")):
         s = Section.model_validate_json(f.read_text(encoding="utf-8"))

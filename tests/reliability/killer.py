@@ -75,8 +75,8 @@ def _store_label(_self: Any, path: Path, *_: Any) -> str:
 def install() -> None:
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-    import doctune.dataset
-    import doctune.store
+    import doctune.agents.dataset
+    import doctune.graph.store
 
     savers = [AsyncSqliteSaver]
     try:
@@ -88,9 +88,9 @@ def install() -> None:
     for cls in savers:
         _wrap_async(cls, "aput", "ckpt.put")
         _wrap_async(cls, "aput_writes", "ckpt.writes")
-    _wrap_sync(doctune.store.Store, "_write", _store_label)
-    _wrap_sync(doctune.dataset, "write_jsonl", "export.jsonl")
-    _wrap_sync(doctune.dataset, "save_dataset", "export.dataset")
+    _wrap_sync(doctune.graph.store.Store, "_write", _store_label)
+    _wrap_sync(doctune.agents.dataset, "write_jsonl", "export.jsonl")
+    _wrap_sync(doctune.agents.dataset, "save_dataset", "export.dataset")
 
 
 def main() -> None:
@@ -104,7 +104,7 @@ def main() -> None:
     if a.events:
         atexit.register(lambda: Path(a.events).write_text(json.dumps(_events), encoding="utf-8"))
     install()
-    from doctune.cli import main as doctune_main
+    from doctune.app.cli import main as doctune_main
 
     sys.argv = ["doctune", *[x for x in a.args if x != "--"]]
     doctune_main()

@@ -68,7 +68,7 @@ def _rows(path: Path) -> list[dict[str, Any]]:
 
 def _verdicts_by_case(out: Path, programs: dict[str, str]) -> dict[str, str]:
     """Each stored pair's verdict, keyed by the hostile case whose program its response holds."""
-    from doctune.store import Store
+    from doctune.graph.store import Store
 
     got: dict[str, str] = {}
     for pair in Store(out / "store").iter_pairs():

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from doctune.schemas import Section
+from doctune.core.schemas import Section
 
 from tests.fakes import zig_answers
 from tests.fakes.openai_server import FakeOpenAI, FaultPlan, messages_text
@@ -59,8 +59,8 @@ def warm_verdicts(cache: Path) -> None:
     import asyncio
 
     from doctune.agents.validator import BlockInput, Validator
-    from doctune.schemas import extract_zig_blocks
-    from doctune.settings import load_settings
+    from doctune.core.schemas import extract_zig_blocks
+    from doctune.core.settings import load_settings
 
     codes = [zig_answers.GOOD.replace("VALUE", str(v)) for v in range(6)] + [zig_answers.BROKEN]
     items = [BlockInput(id=f"warm#{i}", code=extract_zig_blocks(zig_answers.zig(c))[0], expect=None, mode="auto")
@@ -157,6 +157,6 @@ def _run_section_ids(out: Path) -> list[str]:
     """The sections this run processed, as the checkpoint has them."""
     import asyncio
 
-    from doctune.lifecycle import astatus
+    from doctune.graph.lifecycle import astatus
 
     return asyncio.run(astatus(out)).section_ids

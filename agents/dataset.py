@@ -14,11 +14,18 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from doctune.schemas import Pair
-from doctune.settings import Settings
-from doctune.store import FILE_MODE, Store
+from doctune.core.files import FILE_MODE
+from doctune.core.schemas import Pair
+from doctune.core.settings import Settings
+
+
+class PairSource(Protocol):
+    """Where the run's pairs are read from (the graph's run store)."""
+
+    def get_pair(self, pair_id: str) -> Pair: ...
+
 
 DATASET_COLUMNS = ("messages", "id", "section_id", "heading_path", "source", "generator", "evidence")
 
@@ -115,9 +122,9 @@ def save_dataset(records: list[dict[str, Any]], out: Path, test_size: float, see
     return {"train": len(train), "test": len(test)}
 
 
-def export_run(out_dir: Path, store: Store, state: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
+def export_run(out_dir: Path, store: PairSource, state: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
     """Write every output of a run and return a small summary (paths and counts)."""
-    from doctune.dataset_card import write_card
+    from doctune.agents.dataset_card import write_card
 
     results = state.get("results", [])
     kept = [store.get_pair(pid) for pid in state.get("kept", [])]

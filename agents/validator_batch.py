@@ -26,9 +26,9 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
+from doctune.core.schemas import Verdict
 from doctune.executors.base import ExecRequest, ExecResult
 from doctune.executors.zigsrc import classify, missing_imports, needs_libc, strip_comments_and_strings
-from doctune.schemas import Verdict
 
 TEST_FILTER_ENV = "DOCTUNE_TESTS"  # doctune's test runner runs only tests whose name starts with this
 

@@ -1,13 +1,14 @@
 """Data shapes shared by every stage: sections, pairs, expectations and verdicts.
 
 These are the contracts between agents, the graph, the CLI and the files we write (JSONL). Keep them small and
-JSON-serialisable; big text lives in files keyed by id (see ``doctune.store``).
+JSON-serialisable; big text lives in files keyed by id (see ``doctune.graph.store``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -120,6 +121,20 @@ class Verdict(BaseModel):
         if self.compiled_only or self.mode == "obj":
             return "compiled"
         return "tested" if self.mode == "test" else "ran"
+
+
+class CodeCheck(BaseModel):
+    """One program to check, as the floors above the validator hand it over (the trainer's reward, the evaluator):
+    the validator turns it into its own block input."""
+
+    id: str
+    code: str
+    mode: RequestedMode = "auto"
+    expect: Expect | None = None
+
+
+# A batch of checks -> one verdict each, in input order (the validator's `check_many`, passed down as a function).
+ValidateMany = Callable[[list[CodeCheck]], Coroutine[Any, Any, list[Verdict]]]
 
 
 class Attempt(BaseModel):

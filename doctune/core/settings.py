@@ -18,7 +18,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from doctune.errors import ConfigError
+from doctune.core.errors import ConfigError
 
 
 class _Part(BaseModel):

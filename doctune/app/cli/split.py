@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from doctune.cli.common import ConfigOpt, console, settings_from
-from doctune.errors import InputError
+from doctune.app.cli.common import ConfigOpt, console, settings_from
+from doctune.core.errors import InputError
 
 Docs = Annotated[list[Path], typer.Argument(help="Markdown/MDX files or folders (searched recursively).")]
 Out = Annotated[Path | None, typer.Option("--out", "-o", help="Sections JSONL to write (default: stdout).")]

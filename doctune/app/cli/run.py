@@ -11,8 +11,8 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from doctune.cli.common import console, out, settings_from
-from doctune.runner import RunSummary
+from doctune.app.cli.common import console, out, settings_from
+from doctune.graph.driver import RunSummary
 
 SAMPLE_DOC = "zig-sample.md"
 
@@ -69,10 +69,9 @@ def print_summary(s: RunSummary, out_dir: Path) -> None:
 
 
 def _execute(docs: list[str], out_dir: Path, settings: Any, max_sections: int | None, as_json: bool) -> None:
-    from doctune.lifecycle import arun, run_sync
+    from doctune.app.runner import run
 
-    summary = interruptible(lambda: run_sync(arun(docs, out_dir, settings, max_sections=max_sections,
-                                                  show_progress=True), f"doctune retry {out_dir}"))
+    summary = interruptible(lambda: run(docs, out_dir, settings, max_sections=max_sections, show_progress=True))
     print_summary(summary, out_dir)
     if as_json:
         out.print_json(json.dumps(summary.to_json(), default=str))
@@ -80,7 +79,7 @@ def _execute(docs: list[str], out_dir: Path, settings: Any, max_sections: int | 
 
 def interruptible(call: Any) -> Any:
     """Ctrl-C / SIGTERM: one line that says how to resume, exit 130 (the run's checkpoints are kept)."""
-    from doctune.errors import Interrupted
+    from doctune.core.errors import Interrupted
 
     try:
         return call()

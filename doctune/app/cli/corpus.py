@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from doctune.cli.common import console
+from doctune.app.cli.common import console
 
 
 def register(app: typer.Typer) -> None:
@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
         out_dir: Path | None = typer.Option(None, "--out", "-o", help="Copy the files into this folder."),
     ) -> None:
         """Print the paths of the Zig docs: the shipped sample/stale docs, and the language reference if found."""
-        from doctune import corpus as shipped
+        from doctune.core import corpus as shipped
 
         if out_dir is None:
             for name in shipped.SHIPPED:

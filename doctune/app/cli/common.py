@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 
-from doctune.errors import DoctuneError
+from doctune.app.console import console, out
+from doctune.core.errors import DoctuneError
 
-console = Console(stderr=True)  # progress and tables go to stderr; stdout stays for machine output (JSON)
-out = Console()
+__all__ = ["ConfigOpt", "console", "fail", "out", "run_cli", "settings_from"]
 
 
 def _click_exceptions() -> Any:
@@ -60,7 +59,7 @@ def _usage_error(e: Any, ce: Any) -> int:
 
 def settings_from(config: Path | None, **overrides: Any) -> Any:
     """Load settings with CLI overrides given as nested dicts (None = not given on the command line)."""
-    from doctune.settings import load_settings
+    from doctune.core.settings import load_settings
 
     return load_settings(config, **overrides)
 

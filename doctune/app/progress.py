@@ -21,7 +21,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from doctune.cli.common import console
+from doctune.app.console import console
 
 _STAGES = ("split", "curate", "export", "train", "evaluate")
 _NEXT = {"start": "split", "split": "sections", "section": "sections", "curate": "export", "export": "train (if enabled)",

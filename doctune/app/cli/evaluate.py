@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from doctune.cli.common import console, out, settings_from
-from doctune.errors import ConfigError
+from doctune.app.cli.common import console, out, settings_from
+from doctune.core.errors import ConfigError
 
 
 def parse_models(items: list[str]) -> dict[str, str]:
@@ -47,12 +47,14 @@ def register(app: typer.Typer) -> None:
         settings = settings_from(config, eval={"tasks": tasks, "samples": samples, "max_tasks": max_tasks,
                                                "max_new_tokens": max_new_tokens})
         models = parse_models(model)
+        from doctune.agents.validator import Validator
         from doctune.trainer.evaluate import evaluate
         from doctune.trainer.pipeline import default_tasks
 
         e = settings.eval
         results = evaluate(default_tasks(settings, dataset), models, out_dir, samples=e.samples,
-                           max_tasks=e.max_tasks, max_new_tokens=e.max_new_tokens, validator=settings.validator)
+                           max_tasks=e.max_tasks, max_new_tokens=e.max_new_tokens, validator=settings.validator,
+                           make_checker=Validator)
         data = results.dump()
         console.print(f"headline: {data['headline']}", highlight=False)
         for label, s in data["models"].items():

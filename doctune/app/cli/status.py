@@ -1,7 +1,7 @@
 """`doctune status RUN_DIR [--json]` and `doctune retry RUN_DIR [--section ID] [--model M] [--set key=value]`.
 
 Display only: the lifecycle (what a run's checkpoint says, how a retry is done, with which settings) is
-`doctune.lifecycle`. `--json` prints the stable object `{"run_id", "state", "sections": {"total", "done",
+`doctune.graph.lifecycle`. `--json` prints the stable object `{"run_id", "state", "sections": {"total", "done",
 "failed", "pending"}, "pairs": {"accepted", "rejected"}, "tokens": {"input", "output"}, "failed": [{"section_id",
 "heading_path", "error"}], "pending": [heading paths], "attempts": [...]}`.
 """
@@ -15,8 +15,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from doctune.cli.common import console, out, settings_from
-from doctune.runstatus import RunStatus
+from doctune.app.cli.common import console, out, settings_from
+from doctune.graph.runstatus import RunStatus
 
 STATE_TEXT = {"completed_with_failures": "completed with failures", "not_started": "not started"}
 
@@ -51,10 +51,10 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Change a settin
 
 def status(run_dir: RunDir, as_json: AsJson = False, config: Config = None) -> None:
     """Sections done/failed/pending (by heading), pairs, tokens and attempts of a run, even a crashed one."""
-    from doctune.lifecycle import astatus, run_sync
+    from doctune.app.runner import status as run_status
 
     url = settings_from(config).checkpoint.url
-    s = run_sync(astatus(run_dir, url), f"doctune status {run_dir}")
+    s = run_status(run_dir, url)
     if as_json:
         out.print_json(json.dumps(s.to_json()))
     else:
@@ -66,17 +66,16 @@ def retry(run_dir: RunDir, section: SectionOpt = None, model: ModelOpt = None, s
     """Re-run only the failed (or unfinished) sections with the run's own settings, then re-export.
 
     Any change (--model, --set) is explicit and recorded in the run's history (run.json `attempts`)."""
-    from doctune.cli.run import interruptible, print_summary
-    from doctune.lifecycle import aretry, run_sync
-    from doctune.runrecord import parse_changes
+    from doctune.app.cli.run import interruptible, print_summary
+    from doctune.app.runner import retry as run_retry
+    from doctune.graph.runrecord import parse_changes
 
     changes = parse_changes(list(set_ or []))
     if model:
         changes.setdefault("llm", {})["model"] = model
     url = settings_from(config).checkpoint.url
-    summary = interruptible(lambda: run_sync(
-        aretry(run_dir, section=section, changes=changes, checkpoint_url=url, show_progress=True),
-        f"doctune retry {run_dir}"))
+    summary = interruptible(lambda: run_retry(run_dir, section=section, changes=changes, checkpoint_url=url,
+                                              show_progress=True))
     if summary is None:
         console.print("nothing to retry: every section finished without error")
         return

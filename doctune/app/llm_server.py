@@ -6,7 +6,7 @@ the schema (``doctune.trainer.guided``), answers one request at a time (a CPU mo
 concurrency), and uses a fixed number of torch threads so that it does not fight the rest of the machine.
 
 Routes: ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions`` (non-streaming; ``max_tokens`` /
-``max_completion_tokens``, ``temperature``, ``response_format``). Run: ``python -m doctune.llm_server --model-dir
+``max_completion_tokens``, ``temperature``, ``response_format``). Run: ``python -m doctune.app.llm_server --model-dir
 DIR --port 8000 --threads 1``.
 """
 
@@ -77,7 +77,7 @@ def _text(content: Any) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m doctune.llm_server", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m doctune.app.llm_server", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model-dir", type=Path, required=True)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)

@@ -21,7 +21,7 @@ import shutil
 from importlib import resources
 from pathlib import Path
 
-from doctune.errors import InputError
+from doctune.core.errors import InputError
 
 SHIPPED = {"sample": "zig-sample.md", "stale": "zig-stale.md"}
 REFERENCE = {"langref": "zig-0.14.0-langref.md", "examples": "langref-examples.jsonl"}

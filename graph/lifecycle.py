@@ -1,6 +1,6 @@
 """A run's lifecycle in one place: start or resume (`arun`), read (`astatus`) and retry (`aretry`) a run, for
-scripts, the CLI (which only displays) and the server. `run` / `status` / `retry` are the same for synchronous
-callers (a script, the CLI): they turn Ctrl-C / SIGTERM into `Interrupted` (checkpoints kept, resumable).
+scripts, the CLI (which only displays) and the server. Synchronous callers use `doctune.run` / `status` / `retry`
+(`doctune.app.runner`), which turn Ctrl-C / SIGTERM into `Interrupted` (checkpoints kept, resumable).
 
 Settings of record: the first start writes the settings to `DIR/run.json` (secrets masked, endpoint and generator
 resolved); a retry uses the last attempt's settings plus explicit `changes`, never the caller's environment (the
@@ -12,23 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import gc
 import os
-import signal
-import threading
-import warnings
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from doctune import runrecord
-from doctune.errors import AccessError, ConfigError, EndpointError, InputError, Interrupted
-from doctune.runner import RunSummary, compute_run_id, run_pipeline
-from doctune.runstatus import RunStatus, compute_status
-from doctune.settings import Settings, load_settings
+from doctune.core.errors import AccessError, ConfigError, EndpointError, InputError
+from doctune.core.settings import Settings, load_settings
+from doctune.graph import runrecord
+from doctune.graph.driver import RunSummary, compute_run_id, run_pipeline
+from doctune.graph.runstatus import RunStatus, compute_status
 
-T = TypeVar("T")
 LOCK_FILE = ".lock"
 
 
@@ -36,7 +31,7 @@ LOCK_FILE = ".lock"
 
 
 async def arun(docs: list[str], out_dir: Path | str, settings: Settings | None = None, *,
-               max_sections: int | None = None, context: Any = None, show_progress: bool = False,
+               max_sections: int | None = None, context: Any = None, progress: Any = None,
                check_llm: bool = True) -> RunSummary:
     """Run `docs` into `out_dir`, or resume the run these inputs already started there (same run id).
 
@@ -52,7 +47,7 @@ async def arun(docs: list[str], out_dir: Path | str, settings: Settings | None =
         known = _same_run(out_dir, run_id)
         runrecord.start_attempt(out_dir, run_id, docs, max_sections, settings, "resume" if known else "run")
         return await _attempt(out_dir, lambda: run_pipeline(docs, out_dir, settings, max_sections=max_sections,
-                                                            run_id=run_id, show_progress=show_progress,
+                                                            run_id=run_id, progress=progress,
                                                             context=context))
 
 
@@ -140,7 +135,7 @@ async def astatus(out_dir: Path | str, checkpoint_url: str | None = None) -> Run
 async def _status(out_dir: Path, info: dict[str, Any], url: str | None, running: bool) -> RunStatus:
     from doctune.graph.checkpoint import open_checkpointer
     from doctune.graph.graph import build_graph
-    from doctune.store import Store
+    from doctune.graph.store import Store
 
     async with open_checkpointer(url, out_dir) as saver:
         graph = build_graph(checkpointer=saver)
@@ -163,7 +158,7 @@ async def _status(out_dir: Path, info: dict[str, Any], url: str | None, running:
 
 
 async def aretry(out_dir: Path | str, *, section: str | None = None, changes: dict[str, Any] | None = None,
-                 checkpoint_url: str | None = None, show_progress: bool = False,
+                 checkpoint_url: str | None = None, progress: Any = None,
                  check_llm: bool = True) -> RunSummary | None:
     """Re-run the failed (or, for an unfinished run, the pending) sections with the run's settings of record
     plus `changes` (e.g. ``{"llm": {"model": "m2"}}``), then curate and export again. None: nothing to retry.
@@ -189,7 +184,7 @@ async def aretry(out_dir: Path | str, *, section: str | None = None, changes: di
             superseded = await _fork_without(out_dir, settings, run_id, targets)
         runrecord.start_attempt(out_dir, run_id, docs, max_sections, settings, "retry", changes, superseded)
         return await _attempt(out_dir, lambda: run_pipeline(docs, out_dir, settings, max_sections=max_sections,
-                                                            run_id=run_id, show_progress=show_progress))
+                                                            run_id=run_id, progress=progress))
 
 
 def _check_section(section: str, st: RunStatus) -> None:
@@ -257,75 +252,3 @@ def lock_held(out_dir: Path) -> bool:
     finally:
         os.close(fd)
     return False
-
-
-# ---------------------------------------------------------------- synchronous entry points
-
-
-def run_sync(main: Coroutine[Any, Any, T], resume_hint: str) -> T:
-    """Run `main` in a fresh event loop; SIGINT/SIGTERM cancel it and raise `Interrupted` naming `resume_hint`.
-
-    The loop is closed on every exit path (tasks cancelled, worker threads joined), so a script may catch the
-    error and start again in the same process."""
-    loop = asyncio.new_event_loop()
-    task = loop.create_task(main)
-    stopped: list[str] = []
-
-    def stop(name: str) -> None:
-        # LangGraph drops the coroutines of tasks it had not started yet: nothing is lost, but Python would warn.
-        warnings.filterwarnings("ignore", "coroutine '.*' was never awaited", RuntimeWarning)
-        stopped.append(name)
-        task.cancel()
-
-    def on_error(lp: asyncio.AbstractEventLoop, where: dict[str, Any]) -> None:
-        # After Ctrl-C, futures that ended cancelled without anyone left to look at them are expected: not news.
-        if not (stopped and isinstance(where.get("exception"), asyncio.CancelledError)):
-            lp.default_exception_handler(where)
-
-    loop.set_exception_handler(on_error)
-    signals = [signal.SIGINT, signal.SIGTERM] if threading.current_thread() is threading.main_thread() else []
-    for sig in signals:
-        loop.add_signal_handler(sig, stop, sig.name)
-    try:
-        result = loop.run_until_complete(task)
-    except asyncio.CancelledError:
-        if not stopped:
-            raise
-        result = None
-    finally:
-        for sig in signals:
-            loop.remove_signal_handler(sig)
-        _close_loop(loop)
-    if stopped:
-        raise Interrupted(f"interrupted ({stopped[0]}); resume with: {resume_hint}")
-    return result  # type: ignore[return-value]
-
-
-def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
-    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-    for t in pending:
-        t.cancel()
-    if pending:
-        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-    # Transports of subprocesses a cancelled step left behind (a compile) close themselves when collected: let
-    # that happen while the loop still runs, not after it is closed.
-    gc.collect()
-    loop.run_until_complete(asyncio.sleep(0))
-    loop.run_until_complete(loop.shutdown_asyncgens())
-    loop.run_until_complete(loop.shutdown_default_executor())
-    loop.close()
-
-
-def run(docs: list[str], out_dir: Path | str, settings: Settings | None = None, **kw: Any) -> RunSummary:
-    """`arun` for synchronous callers (`doctune.run(["guide.md"], "out/x")`)."""
-    return run_sync(arun(docs, out_dir, settings, **kw), f"doctune retry {out_dir}")
-
-
-def status(out_dir: Path | str, checkpoint_url: str | None = None) -> RunStatus:
-    """`astatus` for synchronous callers."""
-    return run_sync(astatus(out_dir, checkpoint_url), f"doctune status {out_dir}")
-
-
-def retry(out_dir: Path | str, **kw: Any) -> RunSummary | None:
-    """`aretry` for synchronous callers (`doctune.retry("out/x", changes={"llm": {"model": "m2"}})`)."""
-    return run_sync(aretry(out_dir, **kw), f"doctune retry {out_dir}")

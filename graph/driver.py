@@ -1,7 +1,8 @@
-"""Drive one pipeline run: pick the run id, open the checkpointer, start/resume/skip, show progress, summarise.
+"""Drive one pipeline run: pick the run id, open the checkpointer, start/resume/skip, report progress, summarise.
 
 The lifecycle around it (run.json's settings of record, attempts, the run lock, retry, status) is
-`doctune.lifecycle`; scripts call `doctune.run` / `doctune.retry` / `doctune.status` rather than this.
+`doctune.graph.lifecycle`; scripts call `doctune.run` / `doctune.retry` / `doctune.status` rather than this.
+Progress goes to an observer the caller passes (the app's Rich/plain-line `RunProgress`); none: silent.
 
 A run is identified by its inputs (doc contents + the settings that shape the output), so running the same
 command again resumes the same LangGraph thread: finished sections are not redone, a finished run is not rerun.
@@ -14,11 +15,36 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from doctune.errors import InputError
-from doctune.schemas import sha256
-from doctune.settings import Settings
+from doctune.core.errors import InputError
+from doctune.core.schemas import sha256
+from doctune.core.settings import Settings
+
+
+class Progress(Protocol):
+    """What the driver tells a progress display: a context manager fed with section counts and streamed updates."""
+
+    def __enter__(self) -> Progress: ...
+    def __exit__(self, *exc: object) -> None: ...
+    def sections_done(self, done: int, total: int | None) -> None: ...
+    def on_update(self, update: dict[str, Any]) -> None: ...
+
+
+class NoProgress:
+    """The silent observer (scripts, tests, benchmarks)."""
+
+    def __enter__(self) -> NoProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def sections_done(self, done: int, total: int | None) -> None:
+        return None
+
+    def on_update(self, update: dict[str, Any]) -> None:
+        return None
 
 
 @dataclass
@@ -79,7 +105,7 @@ async def run_pipeline(
     *,
     max_sections: int | None = None,
     run_id: str | None = None,
-    show_progress: bool = True,
+    progress: Progress | None = None,
     context: Any = None,
 ) -> RunSummary:
     """Run (or resume) the graph for `docs` into `out_dir`; returns the summary."""
@@ -103,7 +129,7 @@ async def run_pipeline(
     async with open_checkpointer(settings.checkpoint.url, out_dir) as saver:
         try:
             status, values = await _drive(build_graph(checkpointer=saver), docs, max_sections, config, ctx,
-                                          show_progress)
+                                          progress or NoProgress())
         finally:  # every exit path (an error, Ctrl-C) closes what this run opened: HTTP clients, verdict cache
             if context is None:
                 await ctx.aclose()
@@ -112,10 +138,9 @@ async def run_pipeline(
 
 
 async def _drive(graph: Any, docs: list[str], max_sections: int | None, config: dict[str, Any], ctx: Any,
-                 show_progress: bool) -> tuple[str, dict[str, Any]]:
+                 progress: Progress) -> tuple[str, dict[str, Any]]:
     """Start, resume or skip the run's thread; (status, final values)."""
     from doctune.graph.names import SECTION
-    from doctune.progress import RunProgress
 
     snap = await graph.aget_state(config)
     # A killed run can stop after a step's writes were saved but before the next checkpoint was: then the
@@ -126,7 +151,7 @@ async def _drive(graph: Any, docs: list[str], max_sections: int | None, config: 
     status = "resumed" if unfinished else "completed"
     inp = None if unfinished else {"docs": docs, "max_sections": max_sections}
     done_before = sum(1 for t in snap.tasks if t.name == SECTION and t.result is not None)
-    with RunProgress(enabled=show_progress) as prog:
+    with progress as prog:
         prog.sections_done(done_before, len(snap.values.get("section_ids", [])) or None)
         # Run-level updates only: the bar advances when a section branch hands back its result
         # (streaming every subgraph step as well costs ~10% of the run's CPU at 200 sections).
@@ -141,7 +166,7 @@ def trace_config(run_id: str, docs: list[str], settings: Settings) -> dict[str, 
     Only public facts: the settings enter as a hash of their masked dump (`public_dict`), never as values.
     """
     from doctune.agents.generator import generator_kind
-    from doctune.zig import EXPECTED_VERSION
+    from doctune.core.zig import EXPECTED_VERSION
 
     kind = generator_kind(settings)
     metadata: dict[str, Any] = {

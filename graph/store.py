@@ -12,11 +12,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from doctune.schemas import Pair, Section
-
-_UMASK = os.umask(0)  # read the process umask (the only API sets it), then put it back
-os.umask(_UMASK)
-FILE_MODE = 0o666 & ~_UMASK  # what open() would give; mkstemp's 0600 would surprise users
+from doctune.core.files import FILE_MODE
+from doctune.core.schemas import Pair, Section
 
 
 class Store:

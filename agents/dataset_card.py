@@ -7,14 +7,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from doctune import __version__
-from doctune.schemas import Pair
-from doctune.settings import Settings
+from doctune.core import __version__
+from doctune.core.schemas import Pair
+from doctune.core.settings import Settings
 
 
 def _zig_version() -> str:
     try:
-        from doctune.zig import zig_version
+        from doctune.core.zig import zig_version
 
         return zig_version()
     except Exception:  # the card must still be written when the toolchain vanished after validation

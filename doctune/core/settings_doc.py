@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from doctune.settings import Settings
+from doctune.core.settings import Settings
 
 
 def _default(field) -> str:  # type: ignore[no-untyped-def]

@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-from doctune.cli.common import console, settings_from
+from doctune.app.cli.common import console, settings_from
 
 DEMO_DOCS = ("sample", "stale")
 DEMO_EVAL_TASKS = 6  # the simplest shipped tasks (shortest reference solution); base and tuned answer each
@@ -106,9 +106,9 @@ def register(app: typer.Typer) -> None:
         unsafe_no_sandbox: bool = typer.Option(False, "--unsafe-no-sandbox", help="Run code without bwrap."),
     ) -> None:
         """The main job on the shipped Zig docs, offline (no API key, no GPU), then what each stage did."""
-        from doctune import corpus
-        from doctune.cli.run import interruptible, print_summary
-        from doctune.lifecycle import arun, run_sync
+        from doctune.app.cli.run import interruptible, print_summary
+        from doctune.app.runner import run
+        from doctune.core import corpus
 
         overrides: dict[str, Any] = {
             "generator": {"kind": "doc-examples"},
@@ -125,8 +125,7 @@ def register(app: typer.Typer) -> None:
         console.print(f"[bold]doctune demo[/]: {', '.join(Path(d).name for d in docs)} -> {out_dir}")
         if train:
             console.print(f"training and evaluation on {fit_torch_threads()}", highlight=False)
-        summary = interruptible(lambda: run_sync(arun(docs, out_dir, settings, show_progress=True),
-                                                 f"doctune retry {out_dir}"))
+        summary = interruptible(lambda: run(docs, out_dir, settings, show_progress=True))
         print_summary(summary, out_dir)
         for line in walkthrough(summary, out_dir):
             console.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -1,7 +1,7 @@
 """`doctune train`: LoRA-train a preset on an exported dataset (the heavy imports happen only when it runs).
 
 ``--method grpo`` (or ``sft+grpo``) rewards completions with the Zig validator: this command builds the
-``validate_many`` function the trainer floor receives (``validator_service``)."""
+``validate_many`` function the trainer floor receives (``doctune.agents.validator.validator_service``)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
-from doctune.cli.common import console, out, settings_from
-from doctune.errors import ConfigError
-from doctune.settings import ValidatorSettings
+from doctune.app.cli.common import console, out, settings_from
+from doctune.core.errors import ConfigError
 
 
 def parse_sets(items: list[str]) -> dict[str, Any]:
@@ -38,27 +37,6 @@ def default_out(dataset: Path) -> Path:
     if (d / "dataset").is_dir():
         return d / "train"
     return Path("doctune-train")
-
-
-def validator_service(settings: ValidatorSettings) -> tuple[Any, Any]:
-    """(validate_many, close) over one ``Validator``, created on first use inside the trainer's event loop (its
-    semaphore and HTTP client belong to that loop); ``CodeCheck`` → the validator's ``BlockInput``."""
-    from doctune.agents.validator import BlockInput, Validator
-    from doctune.trainer.reward import CodeCheck
-
-    held: list[Validator] = []
-
-    async def validate_many(checks: list[CodeCheck]) -> list[Any]:
-        if not held:
-            held.append(Validator(settings))
-        blocks = [BlockInput(id=c.id, code=c.code, mode=c.mode, expect=c.expect) for c in checks]
-        return await held[0].validate_many(blocks)
-
-    async def close() -> None:
-        if held:
-            await held.pop().aclose()
-
-    return validate_many, close
 
 
 def register(app: typer.Typer) -> None:
@@ -88,6 +66,7 @@ def register(app: typer.Typer) -> None:
         overrides = {**t.overrides, **parse_sets(sets or [])}
         if full_text_loss:
             overrides["assistant_only_loss"] = False
+        from doctune.agents.validator import validator_service
         from doctune.trainer.api import train as run_train
 
         validate_many, close = validator_service(settings.validator) if "grpo" in method else (None, None)

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from doctune.errors import ConfigError, InputError
-from doctune.settings import Settings, _format_validation_error
+from doctune.core.errors import ConfigError, InputError
+from doctune.core.settings import Settings, _format_validation_error
 
 RUN_FILE = "run.json"
 MASK = "**********"
