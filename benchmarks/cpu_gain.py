@@ -30,7 +30,7 @@ def build_dataset(out: Path) -> dict[str, Any]:
 
     settings = load_settings(generator={"kind": "doc-examples"})
     t0 = time.monotonic()
-    s = asyncio.run(run_pipeline([str(corpus.path("langref"))], out / "run", settings, show_progress=False))
+    s = asyncio.run(run_pipeline([str(corpus.path("langref"))], out / "run", settings))
     return {"sections": s.sections, "generated": s.generated, "accepted": s.accepted, "rejected": s.rejected,
             "reasons": s.reasons, "splits": s.export.get("splits"), "dataset": s.export["dataset_path"],
             "wall_s": round(time.monotonic() - t0, 1), "status": s.status}

@@ -169,7 +169,7 @@ def doctune_run(doc: Path, out: Path, base_url: str, concurrency: int) -> tuple[
     settings = bench_settings(base_url, concurrency)
     _warm_imports()
     t0, c0 = time.monotonic(), time.process_time()
-    summary = asyncio.run(run_pipeline([str(doc)], out, settings, show_progress=False))
+    summary = asyncio.run(run_pipeline([str(doc)], out, settings))
     return time.monotonic() - t0, time.process_time() - c0, summary
 
 
@@ -247,7 +247,7 @@ def write_costs(doc: Path, work: Path, concurrency: int, repeat: int = 2) -> Non
                 out = work / f"costs-{k}-{memory}"
                 with _patched(memory) as seen:
                     c0 = time.process_time()
-                    asyncio.run(run_pipeline([str(doc)], out, settings, show_progress=False))
+                    asyncio.run(run_pipeline([str(doc)], out, settings))
                     cpu[memory].append(time.process_time() - c0)
                 if not memory:
                     counts = seen

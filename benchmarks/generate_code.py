@@ -110,7 +110,7 @@ def code_run(a: argparse.Namespace) -> int:
 
             async def go() -> Any:
                 try:
-                    return await run_pipeline([str(doc)], work / "out", settings, show_progress=False, context=ctx)
+                    return await run_pipeline([str(doc)], work / "out", settings, context=ctx)
                 finally:
                     await ctx.aclose()
                     await rec.aclose()

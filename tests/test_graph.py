@@ -34,14 +34,14 @@ def _settings(cache: Path, **kw):
 @pytest.fixture(scope="module")
 def sample_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path):
     out = tmp_path_factory.mktemp("sample") / "out"
-    s = asyncio.run(run_pipeline([str(_sample())], out, _settings(cache_dir), show_progress=False))
+    s = asyncio.run(run_pipeline([str(_sample())], out, _settings(cache_dir)))
     return s, out
 
 
 def _sample() -> Path:
-    from doctune.app.cli.run import sample_doc_path
+    from doctune.core.corpus import path as corpus_path
 
-    return sample_doc_path()
+    return corpus_path("sample")
 
 
 def test_sample_doc_end_to_end(sample_run) -> None:
@@ -90,7 +90,7 @@ def test_broken_example_is_rejected_with_compiler_message(tmp_path: Path, cache_
         "Expected: `zig test` passes.\n"
     )
     out = tmp_path / "out"
-    s = asyncio.run(run_pipeline([str(doc)], out, _settings(cache_dir), show_progress=False))
+    s = asyncio.run(run_pipeline([str(doc)], out, _settings(cache_dir)))
     assert s.accepted == 0 and s.rejected == 1
     rej = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
     assert rej[0]["reason"] == "compile_error"

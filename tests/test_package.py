@@ -39,7 +39,7 @@ def test_non_editable_install_has_one_namespace(tmp_path: Path) -> None:
     for sub in ["agents", "graph", "trainer", "prompts", "evals", "cli", "executors"]:
         assert (target / "doctune" / sub / "__init__.py").is_file(), sub
     assert list((target / "doctune" / "prompts").glob("*.j2")), "prompt templates are package data"
-    assert (target / "doctune" / "data" / "zig-sample.md").is_file()
+    assert (target / "doctune" / "core" / "data" / "zig-sample.md").is_file()
     code = ("import doctune.agents.splitter, doctune.graph.graph, doctune.app.cli; "
             "print(doctune.agents.splitter.__file__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

@@ -192,7 +192,7 @@ def test_sections_wait_for_checks_without_holding_an_llm_slot(tmp_path: Path, se
                        "sections_in_flight": sections_in_flight},
             validator={"cache_path": str(tmp_path / "verdicts.sqlite"), "concurrency": 1},
         )
-        summary = asyncio.run(run_pipeline([str(doc)], tmp_path / "out", settings, show_progress=False))
+        summary = asyncio.run(run_pipeline([str(doc)], tmp_path / "out", settings))
         kinds = ["repair" if "failed when its code was checked" in messages_text(r.body, "user") else "generate"
                  for r in sorted(srv.chat_requests(), key=lambda r: r.t)]
     assert summary.failed_sections == 0 and summary.accepted == 9, summary

@@ -421,7 +421,7 @@ def test_cli_writes_jsonl_and_settings(tmp_path: Path):
 
 # --------------------------------------------------------------------------- the shipped demo doc
 
-SAMPLE = Path(__file__).resolve().parents[1] / "doctune" / "data" / "zig-sample.md"
+SAMPLE = Path(__file__).resolve().parents[1] / "doctune" / "core" / "data" / "zig-sample.md"
 _EXAMPLE_RE = re.compile(
     r"^\*\*(?P<name>[\w.]+\.zig)\*\*\n\n```zig\n(?P<code>.*?)^```\n\n(?P<expected>Expected: [^\n]+)$",
     re.M | re.S,

@@ -1,6 +1,6 @@
 """Where doctune's Zig documents are.
 
-Shipped with the package (doctune's own writing, package data in ``doctune/data``):
+Shipped with the package (doctune's own writing, package data in ``doctune/core/data``):
 
 - ``zig-sample.md`` (``sample``): a short Zig 0.14 tour written for ``doctune demo``, every example annotated with its
   expected result.
@@ -40,7 +40,7 @@ def reference_dir() -> Path | None:
 def path(name: str) -> Path:
     """The file for a short name (``sample``, ``stale``, ``langref``, ``examples``)."""
     if name in SHIPPED:
-        return Path(str(resources.files("doctune") / "data" / SHIPPED[name]))
+        return Path(str(resources.files("doctune.core") / "data" / SHIPPED[name]))
     if name not in REFERENCE:
         raise InputError(f"unknown corpus file {name!r}; one of: {', '.join([*SHIPPED, *REFERENCE])}")
     folder = reference_dir()

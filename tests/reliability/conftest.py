@@ -56,16 +56,16 @@ def sample_reference(tmp_path_factory: pytest.TempPathFactory, warm_cache: Path)
     import subprocess
     import sys
 
-    from doctune.app.cli.run import sample_doc_path
+    from doctune.core.corpus import path as corpus_path
 
     tmp = tmp_path_factory.mktemp("sample-reference")
     events = tmp / "events.json"
     env = clean_env(tmp, DOCTUNE_VALIDATOR__CACHE_PATH=str(warm_cache))
     cmd = [sys.executable, str(KILLER), "--events", str(events), "--",
-           "run", str(sample_doc_path()), "--out", str(tmp / "out")]
+           "run", str(corpus_path("sample")), "--out", str(tmp / "out")]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
-    return {"doc": str(sample_doc_path()), "sig": dataset_signature(tmp / "out"),
+    return {"doc": str(corpus_path("sample")), "sig": dataset_signature(tmp / "out"),
             "rejected": rejected_signature(tmp / "out"), "events": json.loads(events.read_text()),
             "cache": warm_cache}
 

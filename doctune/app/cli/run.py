@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +12,6 @@ from rich.table import Table
 
 from doctune.app.cli.common import console, out, settings_from
 from doctune.graph.driver import RunSummary
-
-SAMPLE_DOC = "zig-sample.md"
-
-
-def sample_doc_path() -> Path:
-    return Path(str(resources.files("doctune") / "data" / SAMPLE_DOC))
 
 
 def _overrides(
