@@ -51,7 +51,6 @@ demo: setup
 
 # The default test run (README command 2; CI runs it first): everything but `slow` and `gpu` tests.
 test: setup-dev
-	bash scripts/lint.sh
 	bash scripts/test.sh -m "not slow and not gpu"
 
 # Slow tests (reliability suite, CPU training/eval, fresh-venv install, serve-llm): CI runs them after `make test`.
@@ -61,8 +60,10 @@ test-slow: setup-dev
 test-all: setup-dev
 	bash scripts/test.sh -m "not gpu"
 
-# ruff, the floors' import contracts (import-linter) and mypy: `make test` runs this first.
-lint: install-dev
+# Static checks, CI's first step (`.ci/run`): ruff, the floors' import contracts (import-linter, on a throw-away
+# install of this tree) and mypy (configured in pyproject.toml [tool.mypy]; reads the source tree). `|`: the dev
+# tools are installed once if missing, never reinstalled because pyproject.toml changed.
+lint: | $(DEV_STAMP)
 	bash scripts/lint.sh
 
 clean:

@@ -100,7 +100,7 @@ class SingleFlight(Generic[V]):
         owned = set(mine)
         for i, fut in enumerate(futures):
             # shield: a waiter's cancellation must not cancel the shared work
-            shared: V | None = await asyncio.shield(fut)  # type: ignore[arg-type]
+            shared: V | None = await asyncio.shield(fut)
             if i not in owned:
                 value = self._copy(shared) if shared is not None else await self._alone(keys[i], i, compute)
                 if on_done is not None:

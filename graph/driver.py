@@ -71,7 +71,7 @@ class RunSummary:
 
 
 def _doc_fingerprint(docs: list[str]) -> list[tuple[str, str]]:
-    out = []
+    out: list[tuple[str, str]] = []
     for d in docs:
         p = Path(d)
         if not p.exists():

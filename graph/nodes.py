@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, Literal, TypeVar
@@ -11,7 +10,7 @@ from typing import Any, Literal, TypeVar
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
-from doctune.core.schemas import EVIDENCE_RANK, Attempt, Pair, Verdict, extract_zig_blocks, sha256
+from doctune.core.schemas import EVIDENCE_RANK, Attempt, Evidence, Pair, Verdict, extract_zig_blocks, sha256
 from doctune.graph.context import Context, aresolve, resolve
 from doctune.graph.names import CURATE, SECTION
 from doctune.graph.state import RunState, SectionResult, SectionState
@@ -215,10 +214,8 @@ async def curate(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     try:
         if judge is None:  # pure CPU and file reads (extra pairs): in a worker thread, off the event loop
             result = await asyncio.to_thread(asyncio.run, run_curator(pairs, ctx.settings, eval_prompts=prompts))
-        else:
-            result = run_curator(pairs, ctx.settings, eval_prompts=prompts, judge=judge)
-            if inspect.isawaitable(result):  # the LLM judge makes curation async
-                result = await result
+        else:  # the LLM judge makes curation async
+            result = await run_curator(pairs, ctx.settings, eval_prompts=prompts, judge=judge)
     finally:
         if judge is not None:
             await judge.aclose()
@@ -286,12 +283,13 @@ def _section_failure(exc: BaseException, runtime: Runtime[Context]) -> bool:
 async def _named_run(name: str, section_id: str, call: Callable[[], Awaitable[T]], **metadata: Any) -> T:
     """Await ``call()`` inside a child run named ``name`` (e.g. ``generate:<section>``) tagged with the section,
     so a LangSmith trace finds a section's LLM calls by name and tag. A no-op wrapper when tracing is off."""
-    from langchain_core.runnables import RunnableLambda
+    from langchain_core.runnables import RunnableConfig, RunnableLambda
 
     async def run(_: object) -> T:
         return await call()
 
-    cfg = {"run_name": name, "tags": [f"section:{section_id}"], "metadata": {"section_id": section_id, **metadata}}
+    cfg = RunnableConfig(run_name=name, tags=[f"section:{section_id}"],
+                         metadata={"section_id": section_id, **metadata})
     return await RunnableLambda(run, name=name).ainvoke(None, config=cfg)
 
 
@@ -369,7 +367,7 @@ def _tokens(pairs: list[Pair]) -> dict[str, int]:
 
 
 
-def _weakest_evidence(verdicts: list[Verdict]) -> str:
+def _weakest_evidence(verdicts: list[Verdict]) -> Evidence:
     if not verdicts:
         return "none"
     return min((v.evidence for v in verdicts), key=EVIDENCE_RANK.__getitem__)

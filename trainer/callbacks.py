@@ -32,7 +32,7 @@ def make_callbacks(loss_path: Path, tokens_per_step: float, show_progress: bool 
     """[LossLogger, RichProgress] for a run whose optimizer steps see about ``tokens_per_step`` tokens each."""
     from transformers import TrainerCallback
 
-    class LossLogger(TrainerCallback):  # type: ignore[misc]
+    class LossLogger(TrainerCallback):
         """Appends each log record (step, loss, lr, grad norm, tokens/s, memory; GRPO: reward) to ``loss.jsonl``."""
 
         def __init__(self) -> None:
@@ -65,7 +65,7 @@ def make_callbacks(loss_path: Path, tokens_per_step: float, show_progress: bool 
             with loss_path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(rec) + "\n")
 
-    class RichProgress(TrainerCallback):  # type: ignore[misc]
+    class RichProgress(TrainerCallback):
         """One progress bar for the whole run: step/total, ETA, loss, tokens/s, peak memory."""
 
         def __init__(self) -> None:

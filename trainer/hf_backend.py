@@ -183,7 +183,9 @@ def trainer_class(embedding_lr: float | None) -> Any:
     if embedding_lr is None:
         return SFTTrainer
 
-    class EmbeddingLRTrainer(SFTTrainer):  # type: ignore[misc]
+    class EmbeddingLRTrainer(SFTTrainer):
+        optimizer: Any  # set by Trainer (SFTTrainer is untyped to mypy)
+
         def create_optimizer(self, model: Any = None) -> Any:
             if self.optimizer is None:
                 opt_model = self.model if model is None else model

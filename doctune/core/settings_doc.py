@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from doctune.core.settings import Settings
 
 
-def _default(field) -> str:  # type: ignore[no-untyped-def]
+def _default(field: FieldInfo) -> str:
     if field.default_factory is not None:
         if getattr(field.default_factory, "__name__", "") == "<lambda>":
             return "(computed)"  # machine-dependent, e.g. the CPU count
-        value = field.default_factory()
+        value = field.get_default(call_default_factory=True)  # calls the (argument-less) factory
     else:
         value = field.default
     if value is None:

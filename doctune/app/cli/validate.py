@@ -159,7 +159,7 @@ def read_zig(target: Path, mode: str) -> list[BlockInput]:
         except (OSError, UnicodeDecodeError) as e:
             raise InputError(f"cannot read {p}: {getattr(e, 'strerror', None) or e}") from None
         rid = str(p.relative_to(target)) if target.is_dir() else p.name
-        blocks.append(BlockInput(id=rid, code=code, mode=mode, name=p.name))  # type: ignore[arg-type]
+        blocks.append(BlockInput(id=rid, code=code, mode=mode, name=p.name))
     return blocks
 
 
