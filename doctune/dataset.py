@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import tempfile
 from collections import Counter
@@ -16,11 +17,26 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from doctune.schemas import Pair
+from doctune.errors import InputError
+from doctune.schemas import EVIDENCE_RANK, Pair, extract_zig_blocks
 from doctune.settings import Settings
 from doctune.store import FILE_MODE, Store
 
-DATASET_COLUMNS = ("messages", "id", "section_id", "heading_path", "source", "generator", "evidence")
+DATASET_COLUMNS = ("messages", "id", "section_id", "heading_path", "source", "generator", "evidence", "tests",
+                   "expect_stdout", "attempts", "difficulty")
+INT_COLUMNS = ("attempts",)
+# attempts-to-pass -> difficulty tag: validations the pair needed (1 = passed first time, k = after k-1 repairs)
+DIFFICULTY = {1: "easy", 2: "medium"}
+
+
+def difficulty(attempts: int) -> str | None:
+    """The difficulty tag of a pair that passed on attempt ``attempts`` (None: never validated, e.g. hand-written)."""
+    return None if attempts < 1 else DIFFICULTY.get(attempts, "hard")
+
+
+def stated_stdout(p: Pair) -> str | None:
+    """The stdout a pair states for its program (None when it states none, or expects a failure)."""
+    return p.expect.stdout if p.expect is not None and p.expect.outcome == "ok" else None
 
 
 def pair_record(p: Pair) -> dict[str, Any]:
@@ -38,6 +54,10 @@ def pair_record(p: Pair) -> dict[str, Any]:
         "prompt_hash": p.prompt_hash,
         "judge_score": p.judge_score,
         "repairs": max(0, len(p.attempts) - 1),
+        "attempts": len(p.attempts),
+        "difficulty": difficulty(len(p.attempts)),
+        "tests": p.tests,
+        "expect_stdout": stated_stdout(p),
         "verdict": v.model_dump(include={"verdict", "mode", "compiled_only", "duration_s", "executor"}) if v else None,
     }
 
@@ -97,7 +117,7 @@ def save_dataset(records: list[dict[str, Any]], out: Path, test_size: float, see
     features = Features(
         {
             "messages": [{"role": Value("string"), "content": Value("string")}],
-            **{c: Value("string") for c in DATASET_COLUMNS if c != "messages"},
+            **{c: Value("int32" if c in INT_COLUMNS else "string") for c in DATASET_COLUMNS if c != "messages"},
         }
     )
     train, test = split_by_section(records, test_size, seed)
@@ -152,3 +172,108 @@ def export_run(out_dir: Path, store: Store, state: Mapping[str, Any], settings: 
         )
         info["pushed_to"] = settings.dataset.push_to_hub
     return info
+
+
+# ---------------------------------------------------------------- the test split as eval tasks
+
+EVAL_TASKS_FILE, EVAL_ANSWERS_FILE = "eval-tasks.jsonl", "eval-answers.jsonl"
+_TEST_DECL = re.compile(r'\btest(?:\s*"|\s+[A-Za-z_@]|\s*\{)')  # as doctune.trainer.tasks.TEST_DECL
+_MAIN_DECL = re.compile(r"\bpub\s+fn\s+main\s*\(")
+
+
+def load_dataset_dict(path: Path) -> Any:
+    """The saved DatasetDict of a run's out dir (its ``dataset/``) or of a dataset folder."""
+    from datasets import DatasetDict, load_from_disk
+
+    folder = path / "dataset" if (path / "dataset" / "dataset_dict.json").is_file() else path
+    if not (folder / "dataset_dict.json").is_file():
+        raise InputError(f"{path}: no exported dataset (expected {path}/dataset/ from `doctune run`)")
+    data = load_from_disk(str(folder))
+    if not isinstance(data, DatasetDict) or "test" not in data or "train" not in data:
+        raise InputError(f"{folder}: expected a DatasetDict with train and test splits")
+    return data
+
+
+def _turn(row: Mapping[str, Any], role: str) -> str:
+    return next((m["content"] for m in row.get("messages") or [] if m["role"] == role), "")
+
+
+def _solution(response: str) -> str | None:
+    """The code an evaluator runs for this answer: its longest ```zig block (ties: the first)."""
+    blocks = [b for b in extract_zig_blocks(response) if b.strip()]
+    return max(blocks, key=len) if blocks else None
+
+
+def eval_task(row: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """(the eval task of a test-split row, "") or (None, why it cannot be one). A task needs checks of its own that
+    the validator proved the solution passes: hidden tests (evidence ``tested``) or a stated stdout (a program,
+    evidence ``ran`` or better)."""
+    prompt, code = _turn(row, "user"), _solution(_turn(row, "assistant"))
+    tests, stdout, evidence = row.get("tests"), row.get("expect_stdout"), row.get("evidence") or "none"
+    base = {"id": str(row["id"]), "prompt": prompt, "topic": row.get("heading_path") or None}
+    if not prompt or code is None:
+        return None, "no code"
+    if tests and _TEST_DECL.search(tests):
+        if evidence != "tested":
+            return None, f"hidden tests not proven (evidence {evidence})"
+        return {**base, "mode": "test", "tests": tests}, ""
+    if stdout is not None:
+        if not _MAIN_DECL.search(code):
+            return None, "stated stdout but no `pub fn main`"
+        if EVIDENCE_RANK.get(evidence, 0) < EVIDENCE_RANK["ran"]:
+            return None, f"stated stdout not proven (evidence {evidence})"
+        return {**base, "mode": "run", "expect_stdout": stdout}, ""
+    return None, "no hidden tests or stated stdout"
+
+
+def decontaminate_tasks(tasks: list[dict[str, Any]], answers: list[str], train: list[Mapping[str, Any]],
+                        threshold: float) -> dict[int, str]:
+    """{index of a task: why it goes}: its prompt or its solution's code near-duplicates a train pair's."""
+    from doctune.agents.curator import code_words, near_matches, tokens
+
+    why: dict[int, str] = {}
+    for what, ref, probe in (
+        ("prompt", [" ".join(tokens(_turn(r, "user"))) for r in train], [" ".join(tokens(t["prompt"])) for t in tasks]),
+        ("code", [code_words(_turn(r, "assistant")) for r in train], [code_words(a) for a in answers]),
+    ):
+        for i, j in near_matches(ref, probe, threshold).items():
+            why.setdefault(i, f"near-duplicate of a train pair ({what} of {train[j]['id']})")
+    return why
+
+
+def export_eval_tasks(run_dir: Path, out_dir: Path | None = None, *, threshold: float = 0.85) -> dict[str, Any]:
+    """Write the run's test split as eval tasks (``eval-tasks.jsonl``, the format ``doctune eval --tasks`` reads)
+    and the run's own solutions as an answers file (``eval-answers.jsonl``, for ``--model ref=answers:FILE``);
+    return counts, skips by reason and the paths. Tasks near-duplicating the train split are left out."""
+    data = load_dataset_dict(Path(run_dir))
+    train, test = list(data["train"]), list(data["test"])
+    tasks, answers, skipped = [], [], []
+    for row in test:
+        task, why = eval_task(row)
+        if task is None:
+            skipped.append({"id": str(row["id"]), "reason": why})
+        else:
+            tasks.append(task)
+            answers.append(_turn(row, "assistant"))
+    dirty = decontaminate_tasks(tasks, answers, train, threshold)
+    skipped += [{"id": tasks[i]["id"], "reason": why} for i, why in sorted(dirty.items())]
+    keep = [i for i in range(len(tasks)) if i not in dirty]
+    out = Path(out_dir or run_dir)
+    tasks_path, answers_path = out / EVAL_TASKS_FILE, out / EVAL_ANSWERS_FILE
+    write_jsonl(tasks_path, ({k: v for k, v in tasks[i].items() if v is not None} for i in keep))
+    write_jsonl(answers_path, ({"id": tasks[i]["id"], "answer": answers[i]} for i in keep))
+    return {
+        "tasks": len(keep), "test_pairs": len(test),
+        "modes": dict(Counter(tasks[i]["mode"] for i in keep)),
+        "skipped": dict(Counter(s["reason"].split(" (")[0] for s in skipped)),  # by kind of reason
+        "skipped_ids": skipped, "tasks_path": str(tasks_path), "answers_path": str(answers_path),
+    }
+
+
+def export_summary_line(info: Mapping[str, Any]) -> str:
+    """One line: tasks written (by mode), skipped (by reason), where."""
+    modes = ", ".join(f"{k} {v}" for k, v in sorted(info["modes"].items()))
+    skips = "; ".join(f"{k}: {v}" for k, v in sorted(info["skipped"].items())) or "none"
+    return (f"{info['tasks']} eval tasks ({modes or 'none'}) from {info['test_pairs']} test-split pairs; "
+            f"skipped {sum(info['skipped'].values())} ({skips}) -> {info['tasks_path']}, answers "
+            f"{info['answers_path']}")
