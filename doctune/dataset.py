@@ -135,9 +135,19 @@ def save_dataset(records: list[dict[str, Any]], out: Path, test_size: float, see
     return {"train": len(train), "test": len(test)}
 
 
+def _section(store: Store, section_id: str) -> tuple[str, str]:
+    """A section's heading path and source (for results recorded without them)."""
+    try:
+        s = store.get_section(section_id)
+    except (OSError, ValueError):
+        return section_id, "?"
+    return s.heading_path or section_id, s.source
+
+
 def export_run(out_dir: Path, store: Store, state: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
     """Write every output of a run and return a small summary (paths and counts)."""
     from doctune.dataset_card import write_card
+    from doctune.dataset_yield import section_yields, source_yields
 
     results = state.get("results", [])
     kept = [store.get_pair(pid) for pid in state.get("kept", [])]
@@ -163,7 +173,10 @@ def export_run(out_dir: Path, store: Store, state: Mapping[str, Any], settings: 
         "sources": sorted({p.source for p in kept}),
         "tokens": {k: sum(s["tokens"].get(k, 0) for s in results) for k in ("input", "output")},
     }
-    write_card(out_dir / "dataset" / "README.md", info, kept, settings)
+    sections = section_yields(results, lambda sid: _section(store, sid)[0], state.get("section_ids", []),
+                              lambda sid: _section(store, sid)[1])
+    info["yield"] = [y.to_json() for y in source_yields(sections)]  # per source (small: it goes into the state)
+    write_card(out_dir / "dataset" / "README.md", info, kept, settings, sections=sections)
     if settings.dataset.push_to_hub:
         from datasets import load_from_disk
 

@@ -179,6 +179,7 @@ async def finish(state: SectionState, runtime: Runtime[Context]) -> dict[str, An
         rejected.append({"pair_id": p.id, "reason": p.verdict.verdict if p.verdict else "no_verdict"})
     accepted = await ctx.astore.get_pairs(list(state.get("accepted", [])))
     repairs = {p.id: len(p.attempts) - 1 for p in accepted}
+    section = await ctx.astore.get_section(state["section_id"])
     result = SectionResult(
         section_id=state["section_id"],
         generated=state.get("generated", 0),
@@ -187,9 +188,12 @@ async def finish(state: SectionState, runtime: Runtime[Context]) -> dict[str, An
         repairs=repairs,
         tokens=dict(state.get("tokens") or {"input": 0, "output": 0}),
         error=state.get("error") or _infra_error(rejected),
+        source=section.source,
+        heading_path=_label(section),
+        evidence={p.id: p.evidence for p in accepted},
     )
     if result["error"]:
-        await _trace_failure(f"section failed: {await _heading(ctx, state['section_id'])}", result["error"])
+        await _trace_failure(f"section failed: {_label(section)}", result["error"])
     return {"results": [result]}
 
 

@@ -84,7 +84,9 @@ def build_run(root: Path, pairs: list[Pair]) -> Path:
     results = [{"section_id": s, "generated": sum(p.section_id == s for p in pairs),
                 "accepted": [p.id for p in pairs if p.section_id == s], "rejected": [],
                 "repairs": {p.id: len(p.attempts) - 1 for p in pairs if p.section_id == s},
-                "tokens": {"input": 0, "output": 0}, "error": None} for s in sections]
+                "tokens": {"input": 0, "output": 0}, "error": None, "source": f"{s}.md",
+                "heading_path": f"Guide {s} > Topic", "evidence": {p.id: p.evidence for p in pairs if p.section_id == s}}
+               for s in sections]
     state = {"results": results, "kept": [p.id for p in pairs], "dropped": []}
     export_run(root, store, state, load_settings(dataset={"test_size": 0.5}))
     return root
@@ -99,6 +101,10 @@ def test_dataset_columns_carry_tests_stdout_and_difficulty(tmp_path: Path) -> No
     assert (rows["sa-0"]["attempts"], rows["sa-0"]["difficulty"]) == (1, "easy")
     assert (rows["sa-1"]["attempts"], rows["sa-1"]["difficulty"]) == (2, "medium")
     assert len(data["test"]) == 4 and len({r["section_id"] for r in data["test"]}) == 1
+    card = (tmp_path / "dataset" / "README.md").read_text()
+    for src in ("sa.md", "sb.md"):  # yield by source: sections, generated, accepted by evidence, repairs
+        assert f"| {src} | 1 | 4 | 4: tested 1, ran 1, compiled 1, conceptual 1 | 0 | 1 (1) |" in card
+    assert "| Guide sa > Topic | 1 | 4 |" in card and "easy: 6, medium: 2" in card
 
 
 def test_export_keeps_proven_checks_and_says_why_the_rest_went(tmp_path: Path) -> None:
