@@ -250,11 +250,12 @@ def route_after_export(state: RunState, runtime: Runtime[Context]) -> Literal["t
 
 
 async def train(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """LoRA-train on the exported dataset (preset from settings)."""
+    """LoRA-train on the exported dataset (preset and method from settings; GRPO's reward: the run's validator)."""
     from doctune.trainer.pipeline import train_node
 
     ctx = await aresolve(runtime.context)
-    return {"train": await train_node(ctx.settings, ctx.out_dir, state["export"])}
+    reward = await ctx.areward_validator() if "grpo" in ctx.settings.train.method else None
+    return {"train": await train_node(ctx.settings, ctx.out_dir, state["export"], validate_many=reward)}
 
 
 async def evaluate(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:

@@ -30,6 +30,9 @@ def register(app: typer.Typer) -> None:
         settings = settings_from(config)
         info = export_eval_tasks(run_dir, out_dir, threshold=settings.curator.near_dup_threshold)
         console.print(export_summary_line(info), highlight=False, soft_wrap=True)
+        if not info["tasks"]:
+            console.print("[yellow]note:[/] no test-split pair has proven hidden tests or a stated stdout: there is "
+                          "nothing to evaluate (triplets come from `--generator llm`)", highlight=False)
         if as_json:
             out.print_json(json.dumps(info))
         else:
