@@ -235,6 +235,10 @@ def eval_task(row: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str]:
             return None, "stated stdout but no `pub fn main`"
         if EVIDENCE_RANK.get(evidence, 0) < EVIDENCE_RANK["ran"]:
             return None, f"stated stdout not proven (evidence {evidence})"
+        if row.get("generator") == "doc-examples" and stdout.strip() not in prompt:
+            # the doc-example generator names a program's output in its instruction only when it is one line:
+            # a model could not know the exact stdout that would be required
+            return None, "stdout not named in the prompt"
         return {**base, "mode": "run", "expect_stdout": stdout}, ""
     return None, "no hidden tests or stated stdout"
 

@@ -169,3 +169,17 @@ def test_exported_tasks_score_the_runs_solutions_1_and_stubs_0(tmp_path: Path) -
     assert res["models"]["ref"]["n"] == 2 and res["models"]["ref"]["pass@1"] == 1.0
     assert res["models"]["stub"]["n"] == 2 and res["models"]["stub"]["pass@1"] == 0.0
     assert {t["mode"] for t in tasks} == {"test", "run"}
+
+
+def test_a_doc_example_program_is_a_task_only_when_its_prompt_names_the_output() -> None:
+    from doctune.dataset import eval_task
+
+    code = EXERCISES["sa"][1][1]
+    row = {"id": "d", "generator": "doc-examples", "evidence": "ran", "tests": None,
+           "messages": [{"role": "user", "content": "Write a complete program. It should print `1 4 9 16 25`."},
+                        {"role": "assistant", "content": answer(code)}]}
+    assert eval_task({**row, "expect_stdout": "1 4 9 16 25\n"})[0] is not None
+    assert eval_task({**row, "expect_stdout": "1\n4\n"}) == (None, "stdout not named in the prompt")
+    assert eval_task({**row, "expect_stdout": "1\n4\n", "generator": "llm:m"})[0] is not None  # a triplet's
+    assert eval_task({**row, "expect_stdout": "1 4 9 16 25\n", "evidence": "compiled"})[1].startswith(
+        "stated stdout not proven")
