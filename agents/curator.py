@@ -52,12 +52,16 @@ def tokens(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
+def code_words(markdown: str) -> str:
+    """The Zig code of a Markdown answer as normalised words (// comments dropped); "" without code."""
+    return " ".join(tokens(_COMMENT.sub("", "\n".join(extract_zig_blocks(markdown)))))
+
+
 def dedup_text(pair: Pair) -> str:
     """Normalised instruction + code (the response for pairs without code): case, whitespace, punctuation and
     // comments do not make two pairs different."""
-    code = "\n".join(extract_zig_blocks(pair.response))
-    body = _COMMENT.sub("", code) if code else pair.response
-    return " ".join(tokens(pair.instruction)) + " || " + " ".join(tokens(body))
+    body = code_words(pair.response) or " ".join(tokens(pair.response))
+    return " ".join(tokens(pair.instruction)) + " || " + body
 
 
 def shingles(text: str, k: int = SHINGLE) -> set[str]:
@@ -129,6 +133,25 @@ def near_duplicates(pairs: list[Pair], threshold: float) -> dict[int, int]:
                 dropped[i] = j
                 break
     return dropped
+
+
+def near_matches(reference: list[str], probes: list[str], threshold: float) -> dict[int, int]:
+    """{index of a probe: index of a reference text it near-duplicates (shingle Jaccard >= ``threshold``)} for
+    normalised texts (``tokens`` joined by spaces). Empty texts match nothing; probes are not compared with each
+    other (decontaminating a test split against its train split)."""
+    ref = [(i, shingles(t)) for i, t in enumerate(reference) if t]
+    probe = [(i, shingles(t)) for i, t in enumerate(probes) if t]
+    sets = [s for _, s in ref] + [s for _, s in probe]
+    cands = _candidates_datasketch(sets, threshold)
+    if cands is None:
+        cands = _candidates_numpy(sets, threshold)
+    found: dict[int, int] = {}
+    for k, (i, s) in enumerate(probe):
+        for j in cands[len(ref) + k]:
+            if j < len(ref) and jaccard(s, ref[j][1]) >= threshold:
+                found[i] = ref[j][0]
+                break
+    return found
 
 
 # ---------------------------------------------------------------- decontamination

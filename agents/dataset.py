@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import tempfile
 from collections import Counter
@@ -16,18 +17,34 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from doctune.core.errors import InputError
 from doctune.core.files import FILE_MODE
-from doctune.core.schemas import Pair
+from doctune.core.schemas import EVIDENCE_RANK, Pair, Section, extract_zig_blocks
 from doctune.core.settings import Settings
 
 
 class PairSource(Protocol):
-    """Where the run's pairs are read from (the graph's run store)."""
+    """Where the run's pairs and sections are read from (the graph's run store)."""
 
     def get_pair(self, pair_id: str) -> Pair: ...
+    def get_section(self, section_id: str) -> Section: ...
 
 
-DATASET_COLUMNS = ("messages", "id", "section_id", "heading_path", "source", "generator", "evidence")
+DATASET_COLUMNS = ("messages", "id", "section_id", "heading_path", "source", "generator", "evidence", "tests",
+                   "expect_stdout", "attempts", "difficulty")
+INT_COLUMNS = ("attempts",)
+# attempts-to-pass -> difficulty tag: validations the pair needed (1 = passed first time, k = after k-1 repairs)
+DIFFICULTY = {1: "easy", 2: "medium"}
+
+
+def difficulty(attempts: int) -> str | None:
+    """The difficulty tag of a pair that passed on attempt ``attempts`` (None: never validated, e.g. hand-written)."""
+    return None if attempts < 1 else DIFFICULTY.get(attempts, "hard")
+
+
+def stated_stdout(p: Pair) -> str | None:
+    """The stdout a pair states for its program (None when it states none, or expects a failure)."""
+    return p.expect.stdout if p.expect is not None and p.expect.outcome == "ok" else None
 
 
 def pair_record(p: Pair) -> dict[str, Any]:
@@ -45,6 +62,10 @@ def pair_record(p: Pair) -> dict[str, Any]:
         "prompt_hash": p.prompt_hash,
         "judge_score": p.judge_score,
         "repairs": max(0, len(p.attempts) - 1),
+        "attempts": len(p.attempts),
+        "difficulty": difficulty(len(p.attempts)),
+        "tests": p.tests,
+        "expect_stdout": stated_stdout(p),
         "verdict": v.model_dump(include={"verdict", "mode", "compiled_only", "duration_s", "executor"}) if v else None,
     }
 
@@ -104,7 +125,7 @@ def save_dataset(records: list[dict[str, Any]], out: Path, test_size: float, see
     features = Features(
         {
             "messages": [{"role": Value("string"), "content": Value("string")}],
-            **{c: Value("string") for c in DATASET_COLUMNS if c != "messages"},
+            **{c: Value("int32" if c in INT_COLUMNS else "string") for c in DATASET_COLUMNS if c != "messages"},
         }
     )
     train, test = split_by_section(records, test_size, seed)
@@ -122,9 +143,19 @@ def save_dataset(records: list[dict[str, Any]], out: Path, test_size: float, see
     return {"train": len(train), "test": len(test)}
 
 
+def _section(store: PairSource, section_id: str) -> tuple[str, str]:
+    """A section's heading path and source (for results recorded without them)."""
+    try:
+        s = store.get_section(section_id)
+    except (OSError, ValueError):
+        return section_id, "?"
+    return s.heading_path or section_id, s.source
+
+
 def export_run(out_dir: Path, store: PairSource, state: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
     """Write every output of a run and return a small summary (paths and counts)."""
     from doctune.agents.dataset_card import write_card
+    from doctune.agents.dataset_yield import section_yields, source_yields
 
     results = state.get("results", [])
     kept = [store.get_pair(pid) for pid in state.get("kept", [])]
@@ -150,7 +181,10 @@ def export_run(out_dir: Path, store: PairSource, state: Mapping[str, Any], setti
         "sources": sorted({p.source for p in kept}),
         "tokens": {k: sum(s["tokens"].get(k, 0) for s in results) for k in ("input", "output")},
     }
-    write_card(out_dir / "dataset" / "README.md", info, kept, settings)
+    sections = section_yields(results, lambda sid: _section(store, sid)[0], state.get("section_ids", []),
+                              lambda sid: _section(store, sid)[1])
+    info["yield"] = [y.to_json() for y in source_yields(sections)]  # per source (small: it goes into the state)
+    write_card(out_dir / "dataset" / "README.md", info, kept, settings, sections=sections)
     if settings.dataset.push_to_hub:
         from datasets import load_from_disk
 
@@ -159,3 +193,112 @@ def export_run(out_dir: Path, store: PairSource, state: Mapping[str, Any], setti
         )
         info["pushed_to"] = settings.dataset.push_to_hub
     return info
+
+
+# ---------------------------------------------------------------- the test split as eval tasks
+
+EVAL_TASKS_FILE, EVAL_ANSWERS_FILE = "eval-tasks.jsonl", "eval-answers.jsonl"
+_TEST_DECL = re.compile(r'\btest(?:\s*"|\s+[A-Za-z_@]|\s*\{)')  # as doctune.trainer.tasks.TEST_DECL
+_MAIN_DECL = re.compile(r"\bpub\s+fn\s+main\s*\(")
+
+
+def load_dataset_dict(path: Path) -> Any:
+    """The saved DatasetDict of a run's out dir (its ``dataset/``) or of a dataset folder."""
+    from datasets import DatasetDict, load_from_disk
+
+    folder = path / "dataset" if (path / "dataset" / "dataset_dict.json").is_file() else path
+    if not (folder / "dataset_dict.json").is_file():
+        raise InputError(f"{path}: no exported dataset (expected {path}/dataset/ from `doctune run`)")
+    data = load_from_disk(str(folder))
+    if not isinstance(data, DatasetDict) or "test" not in data or "train" not in data:
+        raise InputError(f"{folder}: expected a DatasetDict with train and test splits")
+    return data
+
+
+def _turn(row: Mapping[str, Any], role: str) -> str:
+    return next((m["content"] for m in row.get("messages") or [] if m["role"] == role), "")
+
+
+def _solution(response: str) -> str | None:
+    """The code an evaluator runs for this answer: its longest ```zig block (ties: the first)."""
+    blocks = [b for b in extract_zig_blocks(response) if b.strip()]
+    return max(blocks, key=len) if blocks else None
+
+
+def eval_task(row: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """(the eval task of a test-split row, "") or (None, why it cannot be one). A task needs checks of its own that
+    the validator proved the solution passes: hidden tests (evidence ``tested``) or a stated stdout (a program,
+    evidence ``ran`` or better)."""
+    prompt, code = _turn(row, "user"), _solution(_turn(row, "assistant"))
+    tests, stdout, evidence = row.get("tests"), row.get("expect_stdout"), row.get("evidence") or "none"
+    base = {"id": str(row["id"]), "prompt": prompt, "topic": row.get("heading_path") or None}
+    if not prompt or code is None:
+        return None, "no code"
+    if tests and _TEST_DECL.search(tests):
+        if evidence != "tested":
+            return None, f"hidden tests not proven (evidence {evidence})"
+        return {**base, "mode": "test", "tests": tests}, ""
+    if stdout is not None:
+        if not _MAIN_DECL.search(code):
+            return None, "stated stdout but no `pub fn main`"
+        if EVIDENCE_RANK.get(evidence, 0) < EVIDENCE_RANK["ran"]:
+            return None, f"stated stdout not proven (evidence {evidence})"
+        if row.get("generator") == "doc-examples" and stdout.strip() not in prompt:
+            # the doc-example generator names a program's output in its instruction only when it is one line:
+            # a model could not know the exact stdout that would be required
+            return None, "stdout not named in the prompt"
+        return {**base, "mode": "run", "expect_stdout": stdout}, ""
+    return None, "no hidden tests or stated stdout"
+
+
+def decontaminate_tasks(tasks: list[dict[str, Any]], answers: list[str], train: list[Mapping[str, Any]],
+                        threshold: float) -> dict[int, str]:
+    """{index of a task: why it goes}: its prompt or its solution's code near-duplicates a train pair's."""
+    from doctune.agents.curator import code_words, near_matches, tokens
+
+    why: dict[int, str] = {}
+    for what, ref, probe in (
+        ("prompt", [" ".join(tokens(_turn(r, "user"))) for r in train], [" ".join(tokens(t["prompt"])) for t in tasks]),
+        ("code", [code_words(_turn(r, "assistant")) for r in train], [code_words(a) for a in answers]),
+    ):
+        for i, j in near_matches(ref, probe, threshold).items():
+            why.setdefault(i, f"near-duplicate of a train pair ({what} of {train[j]['id']})")
+    return why
+
+
+def export_eval_tasks(run_dir: Path, out_dir: Path | None = None, *, threshold: float = 0.85) -> dict[str, Any]:
+    """Write the run's test split as eval tasks (``eval-tasks.jsonl``, the format ``doctune eval --tasks`` reads)
+    and the run's own solutions as an answers file (``eval-answers.jsonl``, for ``--model ref=answers:FILE``);
+    return counts, skips by reason and the paths. Tasks near-duplicating the train split are left out."""
+    data = load_dataset_dict(Path(run_dir))
+    train, test = list(data["train"]), list(data["test"])
+    tasks, answers, skipped = [], [], []
+    for row in test:
+        task, why = eval_task(row)
+        if task is None:
+            skipped.append({"id": str(row["id"]), "reason": why})
+        else:
+            tasks.append(task)
+            answers.append(_turn(row, "assistant"))
+    dirty = decontaminate_tasks(tasks, answers, train, threshold)
+    skipped += [{"id": tasks[i]["id"], "reason": why} for i, why in sorted(dirty.items())]
+    keep = [i for i in range(len(tasks)) if i not in dirty]
+    out = Path(out_dir or run_dir)
+    tasks_path, answers_path = out / EVAL_TASKS_FILE, out / EVAL_ANSWERS_FILE
+    write_jsonl(tasks_path, ({k: v for k, v in tasks[i].items() if v is not None} for i in keep))
+    write_jsonl(answers_path, ({"id": tasks[i]["id"], "answer": answers[i]} for i in keep))
+    return {
+        "tasks": len(keep), "test_pairs": len(test),
+        "modes": dict(Counter(tasks[i]["mode"] for i in keep)),
+        "skipped": dict(Counter(s["reason"].split(" (")[0] for s in skipped)),  # by kind of reason
+        "skipped_ids": skipped, "tasks_path": str(tasks_path), "answers_path": str(answers_path),
+    }
+
+
+def export_summary_line(info: Mapping[str, Any]) -> str:
+    """One line: tasks written (by mode), skipped (by reason), where."""
+    modes = ", ".join(f"{k} {v}" for k, v in sorted(info["modes"].items()))
+    skips = "; ".join(f"{k}: {v}" for k, v in sorted(info["skipped"].items())) or "none"
+    return (f"{info['tasks']} eval tasks ({modes or 'none'}) from {info['test_pairs']} test-split pairs; "
+            f"skipped {sum(info['skipped'].values())} ({skips}) -> {info['tasks_path']}, answers "
+            f"{info['answers_path']}")

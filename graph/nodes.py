@@ -178,6 +178,7 @@ async def finish(state: SectionState, runtime: Runtime[Context]) -> dict[str, An
         rejected.append({"pair_id": p.id, "reason": p.verdict.verdict if p.verdict else "no_verdict"})
     accepted = await ctx.astore.get_pairs(list(state.get("accepted", [])))
     repairs = {p.id: len(p.attempts) - 1 for p in accepted}
+    section = await ctx.astore.get_section(state["section_id"])
     result = SectionResult(
         section_id=state["section_id"],
         generated=state.get("generated", 0),
@@ -186,9 +187,12 @@ async def finish(state: SectionState, runtime: Runtime[Context]) -> dict[str, An
         repairs=repairs,
         tokens=dict(state.get("tokens") or {"input": 0, "output": 0}),
         error=state.get("error") or _infra_error(rejected),
+        source=section.source,
+        heading_path=_label(section),
+        evidence={p.id: p.evidence for p in accepted},
     )
     if result["error"]:
-        await _trace_failure(f"section failed: {await _heading(ctx, state['section_id'])}", result["error"])
+        await _trace_failure(f"section failed: {_label(section)}", result["error"])
     return {"results": [result]}
 
 
@@ -243,11 +247,12 @@ def route_after_export(state: RunState, runtime: Runtime[Context]) -> Literal["t
 
 
 async def train(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """LoRA-train on the exported dataset (preset from settings)."""
+    """LoRA-train on the exported dataset (preset and method from settings; GRPO's reward: the run's validator)."""
     from doctune.trainer.pipeline import train_node
 
     ctx = await aresolve(runtime.context)
-    return {"train": await train_node(ctx.settings, ctx.out_dir, state["export"])}
+    reward = await ctx.areward_validator() if "grpo" in ctx.settings.train.method else None
+    return {"train": await train_node(ctx.settings, ctx.out_dir, state["export"], validate_many=reward)}
 
 
 async def evaluate(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:

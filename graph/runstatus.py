@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from doctune.agents.dataset_yield import yield_json
 from doctune.graph.names import SECTION
 
 STATES = ("not_started", "running", "interrupted", "completed", "completed_with_failures")
@@ -37,6 +38,7 @@ class RunStatus:
     section_ids: list[str] = field(default_factory=list)
     pending_headings: list[str] = field(default_factory=list)
     attempts: list[dict[str, Any]] = field(default_factory=list)  # run.json's history (without settings)
+    yields: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # {"sources", "sections"}: dataset_yield
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -48,6 +50,7 @@ class RunStatus:
             "failed": list(self.failures),
             "pending": list(self.pending_headings),
             "attempts": list(self.attempts),
+            "yield": dict(self.yields),
         }
 
 
@@ -130,4 +133,5 @@ def compute_status(run_id: str, snap: Any, heading: Callable[[str], str] = str, 
     return RunStatus(run_id=run_id, state=state, total=len(section_ids), done=len(done), failed=len(failures),
                      pending=len(pending), accepted=accepted, rejected=rejected, tokens=tokens,
                      failures=failures, pending_ids=pending, section_ids=section_ids,
-                     pending_headings=[heading(s) for s in pending])
+                     pending_headings=[heading(s) for s in pending],
+                     yields=yield_json(results.values(), heading, section_ids))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any
+from typing import Annotated, Any, NotRequired
 
 # Not typing.TypedDict: on 3.11 pydantic needs typing_extensions' one to build the graph's JSON schemas.
 from typing_extensions import TypedDict
@@ -19,6 +19,10 @@ class SectionResult(TypedDict):
     repairs: dict[str, int]  # accepted pair id -> repair attempts it needed (0 = first time)
     tokens: dict[str, int]  # {"input", "output"}
     error: str | None  # the branch failed (not the code): retryable
+    # For the yield report (doctune.agents.dataset_yield); absent from results checkpointed before they were added:
+    source: NotRequired[str]  # the section's document
+    heading_path: NotRequired[str]
+    evidence: NotRequired[dict[str, str]]  # accepted pair id -> evidence level
 
 
 class RunInput(TypedDict, total=False):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,20 @@ def test_broken_code_is_repaired_with_the_compiler_message(tmp_path: Path, cache
     assert second.verdict == "ok" and COMPILER_MESSAGE.search(second.feedback or ""), second.feedback
     assert len(repair_requests) == 1  # the feedback in the history is exactly what the model was sent
     assert second.feedback in messages_text(repair_requests[0].body, "user")
+    assert (fixed["attempts"], fixed["difficulty"]) == (2, "medium")
+
+    # yield: per source and per section, in `doctune status` and in the dataset card
+    st = asyncio.run(astatus(tmp_path / "out")).to_json()["yield"]
+    evidence = {k: v for k, v in Counter(r["evidence"] for r in rows.values()).items()}
+    src = {"sections": 1, "failed": 0, "generated": 3, "accepted": 3,
+           "evidence": evidence, "rejected": 0, "repaired": 1, "repairs": 1}
+    assert len(st["sources"]) == 1 and st["sources"][0] == {**src, "source": st["sources"][0]["source"]}
+    assert st["sources"][0]["source"].endswith("doc.md")
+    assert [{k: v for k, v in r.items() if k not in ("section_id", "heading_path", "source")}
+            for r in st["sections"]] == [src]
+    card = (tmp_path / "out" / "dataset" / "README.md").read_text()
+    assert "## Yield by source" in card and "| 1 | 3 | 3: " in card and "| 0 | 1 (1) |" in card
+    assert "difficulty (attempts to pass" in card and "medium: 1" in card
 
 
 def test_retried_repair_does_not_ask_twice(tmp_path: Path, cache: Path) -> None:

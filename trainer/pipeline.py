@@ -1,7 +1,9 @@
 """The graph's ``train`` and ``evaluate`` nodes call these (``graph/nodes.py``): async, return small JSON-able
 dicts for the run state; big outputs stay in files under ``<out>/train`` and ``<out>/eval``.
 
-- ``train_node``: trains the preset from ``settings.train`` on the exported dataset (in a worker thread).
+- ``train_node``: trains the preset from ``settings.train`` on the exported dataset (in a worker thread) with
+  ``settings.train.method``; GRPO's reward is the ``validate_many`` the graph passes in (this floor does not
+  import the validator).
 - ``evaluate_node``: base model vs the trained adapter on the dataset's test split plus the shipped eval tasks
   (``settings.eval``), through the validator; returns the report's path.
 """
@@ -10,24 +12,30 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from doctune.core.settings import Settings
 
+if TYPE_CHECKING:
+    from doctune.trainer.reward import ValidateMany
 
-async def train_node(settings: Settings, out_dir: Path, export: dict[str, Any]) -> dict[str, Any]:
+
+async def train_node(settings: Settings, out_dir: Path, export: dict[str, Any],
+                     validate_many: ValidateMany | None = None) -> dict[str, Any]:
+    """``validate_many``: the reward's validator, needed when ``settings.train.method`` includes GRPO."""
     from doctune.trainer.api import train
 
     t = settings.train
     res = await asyncio.to_thread(
         train, export["dataset_path"], Path(out_dir) / "train", preset=t.preset, max_steps=t.max_steps,
-        backend=t.backend, overrides=dict(t.overrides),
+        backend=t.backend, overrides=dict(t.overrides), method=t.method, validate_many=validate_many,
     )
     return {
         "out_dir": str(res.out_dir), "adapter": str(res.adapter_dir), "base_model": res.base_model,
-        "preset": res.preset, "backend": res.backend, "steps": res.steps, "first_loss": res.first_loss,
+        "preset": res.preset, "backend": res.backend, "method": res.method, "steps": res.steps,
+        "first_loss": res.first_loss,
         "final_loss": res.final_loss, "runtime_s": res.runtime_s, "tokens_per_s": res.tokens_per_s,
-        "loss_log": str(res.loss_log),
+        "loss_log": str(res.loss_log), "rewards_log": str(res.rewards_log) if res.rewards_log else None,
     }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -163,6 +163,10 @@ class CheckpointSettings(_Part):
     )
 
 
+TrainMethod = Literal["sft", "grpo", "sft+grpo"]
+TRAIN_METHODS: tuple[str, ...] = get_args(TrainMethod)
+
+
 class TrainSettings(_Part):
     """Trainer node (off unless enabled)."""
 
@@ -170,6 +174,10 @@ class TrainSettings(_Part):
     preset: str = Field("cpu-smollm2", description="Named preset: cpu-smollm2 or seed-qwen2.5-3b.")
     backend: Literal["auto", "hf", "unsloth"] = Field("auto", description="auto = preset's backend.")
     max_steps: int | None = Field(None, description="Override the preset's max_steps.")
+    method: TrainMethod = Field(
+        "sft", description="sft = supervised (default); grpo = reward from the Zig validator (hidden tests, stated "
+        "stdout); sft+grpo = SFT, then GRPO from its adapter.",
+    )
     overrides: dict[str, Any] = Field(default_factory=dict, description="Per-field overrides of the preset.")
 
 

@@ -37,7 +37,7 @@ def _root(
     """Docs -> compiler-verified instruction dataset -> LoRA fine-tune, with the gain measured."""
 
 # Each module defines `register(app)`. Keep this list in README's order.
-_COMMAND_MODULES = ["split", "validate", "run", "status", "train", "evaluate", "serve", "demo", "corpus"]
+_COMMAND_MODULES = ["split", "validate", "run", "status", "export", "train", "evaluate", "serve", "demo", "corpus"]
 
 
 def _register() -> None:

@@ -72,7 +72,7 @@ def walkthrough(summary: Any, out_dir: Path) -> list[str]:
                                                         else "") for r in accepted)
     verdicts.update(f"{r['reason']} (rejected)" for r in rejected)
     lines.append("validated: " + ", ".join(f"{k} {v}" for k, v in sorted(verdicts.items())))
-    repaired = [r for r in accepted if len(r.get("attempts", [])) > 1]
+    repaired = [r for r in accepted if r.get("repairs", 0) > 0]  # pairs.jsonl: repairs = attempts - 1
     if repaired:
         lines.append(f"repaired:  {len(repaired)} pair(s) passed after a repair, e.g. {repaired[0]['heading_path']}")
     else:

@@ -32,7 +32,8 @@ def register(app: typer.Typer) -> None:
                                                  "an adapter/model folder, openai:MODEL@BASE_URL, or "
                                                  "answers:FILE[#LABEL] (JSONL answers by task id).")],
         tasks: Annotated[list[Path] | None, typer.Option("--tasks", "-t", help="Task JSONL file (repeatable; "
-                                                         "default: the shipped evals/zig-tasks.jsonl).")] = None,
+                                                         "default: the shipped evals/zig-tasks.jsonl), e.g. a run's "
+                                                         "eval-tasks.jsonl from `doctune export`.")] = None,
         dataset: Annotated[Path | None, typer.Option("--dataset", "-d", help="Also use this dataset's test split "
                                                      "as tasks.")] = None,
         samples: Annotated[int | None, typer.Option("--samples", "-k", min=1, help="Samples per task "

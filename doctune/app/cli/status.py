@@ -3,7 +3,8 @@
 Display only: the lifecycle (what a run's checkpoint says, how a retry is done, with which settings) is
 `doctune.graph.lifecycle`. `--json` prints the stable object `{"run_id", "state", "sections": {"total", "done",
 "failed", "pending"}, "pairs": {"accepted", "rejected"}, "tokens": {"input", "output"}, "failed": [{"section_id",
-"heading_path", "error"}], "pending": [heading paths], "attempts": [...]}`.
+"heading_path", "error"}], "pending": [heading paths], "attempts": [...], "yield": {"sources": [...], "sections":
+[...]}}` (yield rows: `doctune.agents.dataset_yield.Yield.to_json`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from doctune.agents.dataset_yield import evidence_text
 from doctune.app.cli.common import console, out, settings_from
 from doctune.graph.runstatus import RunStatus
 
+SECTION_ROWS = 20  # sections shown in the yield table (--json lists all)
 STATE_TEXT = {"completed_with_failures": "completed with failures", "not_started": "not started"}
 
 
@@ -36,9 +39,36 @@ def print_status(s: RunStatus, run_dir: Path) -> None:
         last = s.attempts[-1]
         who = last["generator"] + (f" ({last['model']})" if last.get("model") else "")
         t.add_row("attempts", f"{len(s.attempts)}; last: {last['command']} with {who}, {last['outcome']}")
+    for src in s.yields.get("sources", []):
+        t.add_row(f"yield: {src['source']}", yield_text(src))
     console.print(t, highlight=False)
+    print_section_yields(s.yields.get("sections", []))
     if s.state == "interrupted" or s.failed:
         console.print(f"re-run only what is missing: [bold]doctune retry {run_dir}[/] [--section ID]", highlight=False)
+
+
+def yield_text(row: dict) -> str:
+    """'3 sections, 7 generated -> 5 accepted (tested 2, ran 3), 2 rejected; 1 repaired (2 rounds)'."""
+    failed = f" ({row['failed']} failed)" if row["failed"] else ""
+    return (f"{row['sections']} section(s){failed}, {row['generated']} generated -> {row['accepted']} accepted "
+            f"({evidence_text(row['evidence'])}), {row['rejected']} rejected; {row['repaired']} repaired "
+            f"({row['repairs']} rounds)")
+
+
+def print_section_yields(rows: list[dict], limit: int = SECTION_ROWS) -> None:
+    """Per section: generated -> accepted by evidence -> repairs (the first ``limit``; --json lists all)."""
+    if not rows:
+        return
+    t = Table(title="yield by section")
+    for col in ("section", "generated", "accepted (by evidence)", "rejected", "repaired (rounds)"):
+        t.add_column(col)
+    for r in rows[:limit]:
+        t.add_row(r["heading_path"] + (" [red](failed)[/]" if r["failed"] else ""), str(r["generated"]),
+                  f"{r['accepted']}: {evidence_text(r['evidence'])}", str(r["rejected"]),
+                  f"{r['repaired']} ({r['repairs']})")
+    if len(rows) > limit:
+        t.add_row(f"... and {len(rows) - limit} more (--json lists all)", "", "", "", "")
+    console.print(t, highlight=False)
 
 
 RunDir = Annotated[Path, typer.Argument(help="The run's output directory (has run.json).")]

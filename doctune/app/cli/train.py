@@ -13,6 +13,7 @@ import typer
 
 from doctune.app.cli.common import console, out, settings_from
 from doctune.core.errors import ConfigError
+from doctune.core.settings import TRAIN_METHODS
 
 
 def parse_sets(items: list[str]) -> dict[str, Any]:
@@ -53,16 +54,21 @@ def register(app: typer.Typer) -> None:
                                                        "(repeatable), e.g. --set lora_r=16")] = None,
         full_text_loss: Annotated[bool, typer.Option("--full-text-loss", help="Loss on the whole text (the "
                                                      "recipe's setting) instead of assistant tokens only.")] = False,
-        method: Annotated[str, typer.Option("--method", help="sft (default) | grpo (reward: the Zig validator) | "
-                                            "sft+grpo (SFT, then GRPO from its adapter).")] = "sft",
+        method: Annotated[str | None, typer.Option("--method", help="sft (default: train.method) | grpo (reward: "
+                                                   "the Zig validator) | sft+grpo (SFT, then GRPO from its "
+                                                   "adapter).")] = None,
         from_adapter: Annotated[Path | None, typer.Option("--from-adapter", help="GRPO: start from this SFT "
                                                           "adapter folder.")] = None,
         config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML settings file.")] = None,
     ) -> None:
         """Train a LoRA adapter; writes adapter/, loss.jsonl (GRPO: + rewards.jsonl), training_args.json and a
         model card."""
-        settings = settings_from(config, train={"preset": preset, "max_steps": max_steps, "backend": backend})
+        if method is not None and method not in TRAIN_METHODS:
+            raise ConfigError(f"--method {method!r}: choose one of {', '.join(TRAIN_METHODS)}")
+        settings = settings_from(config, train={"preset": preset, "max_steps": max_steps, "backend": backend,
+                                                "method": method})
         t = settings.train
+        method = t.method
         overrides = {**t.overrides, **parse_sets(sets or [])}
         if full_text_loss:
             overrides["assistant_only_loss"] = False
