@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from doctune.agents.dataset_yield import difficulty
 from doctune.core.errors import InputError
 from doctune.core.files import FILE_MODE
 from doctune.core.schemas import EVIDENCE_RANK, Pair, Section, extract_zig_blocks
@@ -33,13 +34,6 @@ class PairSource(Protocol):
 DATASET_COLUMNS = ("messages", "id", "section_id", "heading_path", "source", "generator", "evidence", "tests",
                    "expect_stdout", "attempts", "difficulty")
 INT_COLUMNS = ("attempts",)
-# attempts-to-pass -> difficulty tag: validations the pair needed (1 = passed first time, k = after k-1 repairs)
-DIFFICULTY = {1: "easy", 2: "medium"}
-
-
-def difficulty(attempts: int) -> str | None:
-    """The difficulty tag of a pair that passed on attempt ``attempts`` (None: never validated, e.g. hand-written)."""
-    return None if attempts < 1 else DIFFICULTY.get(attempts, "hard")
 
 
 def stated_stdout(p: Pair) -> str | None:

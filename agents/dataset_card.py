@@ -7,9 +7,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from doctune import __version__
-from doctune.agents.dataset import difficulty
-from doctune.agents.dataset_yield import Yield, markdown_rows, source_yields
+from doctune.agents.dataset_yield import Yield, difficulty, markdown_rows, source_yields
+from doctune.core import __version__
 from doctune.core.schemas import Pair
 from doctune.core.settings import Settings
 

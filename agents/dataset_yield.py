@@ -95,3 +95,12 @@ def markdown_rows(rows: Iterable[Yield], first: str) -> list[str]:
         out.append(f"| {y.name} | {y.sections}{failed} | {y.generated} | {sum(y.accepted.values())}: "
                    f"{evidence_text(y.accepted)} | {y.rejected} | {y.repaired} ({y.repairs}) |")
     return out
+
+
+# attempts-to-pass -> difficulty tag: validations the pair needed (1 = passed first time, k = after k-1 repairs)
+DIFFICULTY = {1: "easy", 2: "medium"}
+
+
+def difficulty(attempts: int) -> str | None:
+    """The difficulty tag of a pair that passed on attempt ``attempts`` (None: never validated, e.g. hand-written)."""
+    return None if attempts < 1 else DIFFICULTY.get(attempts, "hard")

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from doctune.core.schemas import Pair, Section, Verdict
+from doctune.core.schemas import CodeCheck, Pair, Section, ValidateMany, Verdict
 from doctune.core.settings import Settings, load_settings
 from doctune.graph.store import Store
 
@@ -76,17 +76,14 @@ class Context:
                 await asyncio.to_thread(self.get_generator)
         return self.get_generator()
 
-    async def areward_validator(self) -> Callable[[list[Any]], Awaitable[list[Verdict]]]:
+    async def areward_validator(self) -> ValidateMany:
         """GRPO's ``validate_many`` (``doctune.trainer.reward``) over this run's validator: one verdict cache and
         one concurrency bound with the rest of the run. The trainer calls it from its own event-loop thread; the
         validation runs here, on the graph's loop (free while the train node waits for its worker thread)."""
-        from doctune.agents.validator import BlockInput
-
         validator, loop = await self.aget_validator(), asyncio.get_running_loop()
 
-        async def validate_many(checks: list[Any]) -> list[Verdict]:
-            blocks = [BlockInput(id=c.id, code=c.code, mode=c.mode, expect=c.expect) for c in checks]
-            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(validator.validate_many(blocks), loop))
+        async def validate_many(checks: list[CodeCheck]) -> list[Verdict]:
+            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(validator.check_many(checks), loop))
 
         return validate_many
 
