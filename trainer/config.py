@@ -6,6 +6,7 @@ preset (``doctune.trainer.presets``) with per-field overrides on top. Errors nam
 
 from __future__ import annotations
 
+from difflib import get_close_matches
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -107,13 +108,14 @@ def resolve_config(
     from doctune.trainer.presets import PRESETS
 
     if preset not in PRESETS:
-        raise ConfigError(f"train.preset: unknown preset {preset!r}; choose one of {', '.join(sorted(PRESETS))}")
+        raise ConfigError(f"train.preset: unknown preset {preset!r}{_did_you_mean(preset, PRESETS)}; "
+                          f"valid presets: {', '.join(sorted(PRESETS))}")
     values: dict[str, Any] = {**PRESETS[preset], "name": preset}
     for key, value in (overrides or {}).items():
         if key not in TrainConfig.model_fields:
-            raise ConfigError(
-                f"train.overrides.{key}: not a training setting; known: {', '.join(sorted(TrainConfig.model_fields))}"
-            )
+            hint = _did_you_mean(key, TrainConfig.model_fields)
+            raise ConfigError(f"train.overrides.{key}: not a training setting{hint}; "
+                              f"known: {', '.join(sorted(TrainConfig.model_fields))}")
         values[key] = value
     if max_steps is not None:
         values["max_steps"] = max_steps
@@ -124,3 +126,9 @@ def resolve_config(
     except ValidationError as e:
         parts = [f"train.{'.'.join(str(x) for x in err['loc']) or 'config'}: {err['msg']}" for err in e.errors()]
         raise ConfigError("invalid training config: " + "; ".join(parts)) from None
+
+
+def _did_you_mean(word: str, choices: Any) -> str:
+    """`` (did you mean 'cpu-smollm2'?)`` when a choice is close to ``word``, else nothing."""
+    close = get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
