@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import platform
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,7 +32,7 @@ from doctune.executors.zigsrc import (
     wrap_fragment,
 )
 from doctune.schemas import ExecMode, Expect, RequestedMode, Verdict, VerdictKind
-from doctune.settings import ValidatorSettings
+from doctune.settings import ValidatorSettings, default_cache_dir
 
 TRIM_BYTES = 4096
 _FAILED_RUN = {"runtime_error", "test_failure"}
@@ -91,8 +90,8 @@ def is_native(target: str | None) -> bool:
 
 
 def default_cache_path() -> Path:
-    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return root / "doctune" / "verdicts.sqlite"
+    """The verdict cache of validator settings built alone (not by ``load_settings``, which sets ``cache_path``)."""
+    return default_cache_dir() / "verdicts.sqlite"
 
 
 class Validator:

@@ -108,10 +108,10 @@ def check_endpoint(llm: Any) -> None:
     run (some OpenAI-compatible servers have no /models route; a chat 401/404 still stops the run at once)."""
     import httpx
 
-    base_url = llm.resolved_base_url()
+    base_url = llm.base_url
     if not base_url:
         raise ConfigError("llm.base_url is not set: set it in the config file or export OPENAI_BASE_URL")
-    key = llm.resolved_api_key()
+    key = llm.api_key
     headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
     try:
         resp = httpx.get(base_url.rstrip("/") + "/models", headers=headers, timeout=min(llm.timeout_s, 15.0))

@@ -7,6 +7,7 @@ preset (``doctune.trainer.presets``) with per-field overrides on top. Errors nam
 from __future__ import annotations
 
 from difflib import get_close_matches
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -80,6 +81,10 @@ class TrainConfig(BaseModel):
     grpo_learning_rate: float | None = Field(
         None, gt=0, description="GRPO: learning rate of the LoRA weights (None = learning_rate)."
     )
+    cache_dir: Path | None = Field(
+        None, description="doctune's cache (settings.cache_dir): the embedded SmolLM2 is converted into its "
+        "models/ folder. None = the default cache. Given by the caller, not a preset value (not in the card)."
+    )
     save_merged: bool = Field(False, description="Also save the LoRA merged into a 16-bit model (merged/).")
     export_gguf: bool = Field(False, description="Also export GGUF when a llama.cpp converter is available.")
 
@@ -94,7 +99,7 @@ class TrainConfig(BaseModel):
         return self
 
     def public(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        return self.model_dump(mode="json", exclude={"cache_dir"})  # where this machine caches is no recipe
 
 
 def resolve_config(
@@ -103,8 +108,10 @@ def resolve_config(
     overrides: dict[str, Any] | None = None,
     max_steps: int | None = None,
     backend: str = "auto",
+    cache_dir: Path | None = None,
 ) -> TrainConfig:
-    """The preset's values, then ``overrides`` (field -> value), then ``max_steps`` and ``backend`` if given."""
+    """The preset's values, then ``overrides`` (field -> value), then ``max_steps`` and ``backend`` if given;
+    ``cache_dir`` is doctune's cache (``settings.cache_dir``)."""
     from doctune.trainer.presets import PRESETS
 
     if preset not in PRESETS:
@@ -112,7 +119,7 @@ def resolve_config(
                           f"valid presets: {', '.join(sorted(PRESETS))}")
     values: dict[str, Any] = {**PRESETS[preset], "name": preset}
     for key, value in (overrides or {}).items():
-        if key not in TrainConfig.model_fields:
+        if key not in TrainConfig.model_fields or key == "cache_dir":
             hint = _did_you_mean(key, TrainConfig.model_fields)
             raise ConfigError(f"train.overrides.{key}: not a training setting{hint}; "
                               f"known: {', '.join(sorted(TrainConfig.model_fields))}")
@@ -121,6 +128,7 @@ def resolve_config(
         values["max_steps"] = max_steps
     if backend != "auto":
         values["backend"] = backend
+    values["cache_dir"] = cache_dir
     try:
         return TrainConfig(**values)
     except ValidationError as e:

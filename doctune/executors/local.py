@@ -33,7 +33,7 @@ from doctune.executors.sandbox import (
     run_argv,
 )
 from doctune.executors.steps import Step, run_step
-from doctune.settings import ValidatorSettings
+from doctune.settings import ValidatorSettings, default_cache_dir
 from doctune.zig import zig_dir, zig_version
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\- ]*\.zig$")
@@ -57,7 +57,8 @@ _UID_POOL = list(range(UID_BASE + (os.getpid() % 256) * 256, UID_BASE + (os.getp
 
 
 def default_zig_cache() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "doctune" / "zig-cache"
+    """The Zig cache of validator settings built alone (not by ``load_settings``, which sets ``zig_cache_dir``)."""
+    return default_cache_dir() / "zig-cache"
 
 
 class LocalExecutor(Executor):
