@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from pathlib import Path
 
 import httpx
 import openai
@@ -23,6 +24,7 @@ from doctune.trainer.generate import OpenAIGenerator, parse_spec
 
 from tests.fakes import zig_answers
 from tests.fakes.openai_server import FakeOpenAI, Fault, FaultPlan
+from tests.reliability.harness import clean_env, no_traceback, run_cli
 
 
 def _first_fails(fault: Fault, answer: str = "```zig\nconst x = 1;\n```"):
@@ -119,3 +121,18 @@ def test_one_classification_and_one_wait_rule() -> None:
     assert all(0.5 * min(10, 0.5 * 2**k) <= w <= min(10, 0.5 * 2**k) for k, w in enumerate(waits))
     assert rule.should_retry(_status_error(503), 2) and not rule.should_retry(_status_error(503), 3)
     assert not rule.should_retry(_status_error(401), 0)
+
+
+@pytest.mark.zig
+def test_doctune_eval_asks_an_endpoint_with_the_settings_key_and_retry_rule(tmp_path: Path) -> None:
+    """`doctune eval --model x=openai:…`: the key comes from the settings (here $OPENAI_API_KEY, resolved by
+    load_settings), a 429 is retried after its Retry-After, and the task is scored."""
+    with FakeOpenAI(_first_fails(Fault("429", retry_after_s=0.3), "no code here"), api_key="sk-eval") as srv:
+        env = clean_env(tmp_path, OPENAI_API_KEY="sk-eval", DOCTUNE_LLM__MAX_RETRIES="1")
+        r = run_cli(["eval", "--out", str(tmp_path / "eval"), "--model", f"x=openai:fake@{srv.base_url}",
+                     "--max-tasks", "1", "--max-new-tokens", "64"], env)
+        assert r.returncode == 0 and no_traceback(r.stderr), r.stderr[-3000:]
+        assert [q.status for q in srv.chat_requests()] == [429, 200] and _gap_s(srv) >= 0.25
+        assert srv.chat_requests()[1].headers["authorization"] == "Bearer sk-eval"
+        assert srv.chat_requests()[1].body["max_tokens"] == 64
+    assert (tmp_path / "eval" / "results.json").is_file()
