@@ -238,11 +238,6 @@ class Settings(BaseSettings):
                                                   "zig_cache_dir": v.zig_cache_dir or self.cache_dir / "zig-cache"})
         return self
 
-    @property
-    def models_dir(self) -> Path:
-        """Where converted models go (``<cache_dir>/models``)."""
-        return self.cache_dir / "models"
-
     @classmethod
     def settings_customise_sources(
         cls,

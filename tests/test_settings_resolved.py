@@ -60,7 +60,7 @@ def test_one_cache_dir(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     s = load_settings()
     assert s.cache_dir == tmp_path / "xdg" / "doctune"
     assert s.validator.cache_path == s.cache_dir / "verdicts.sqlite"
-    assert s.validator.zig_cache_dir == s.cache_dir / "zig-cache" and s.models_dir == s.cache_dir / "models"
+    assert s.validator.zig_cache_dir == s.cache_dir / "zig-cache"
     env.setenv("DOCTUNE_CACHE_DIR", str(tmp_path / "c"))
     s = load_settings(validator={"zig_cache_dir": str(tmp_path / "z")})
     assert s.validator.cache_path == tmp_path / "c" / "verdicts.sqlite"
@@ -101,3 +101,18 @@ def test_no_hidden_configuration_reads() -> None:
                 found.add(str(f.relative_to(ROOT)))
     assert found <= allowed, sorted(found - allowed)
     assert not {"graph/context.py", "trainer/generate.py", "trainer/smollm2.py"} & found
+
+
+def test_the_trainer_gets_the_cache_dir_as_an_argument(tmp_path: Path) -> None:
+    from doctune.trainer.config import resolve_config
+    from doctune.trainer.hf_backend import resolve_model_path
+    from doctune.trainer.smollm2 import MODEL_ID
+
+    done = tmp_path / "models" / MODEL_ID
+    done.mkdir(parents=True)
+    (done / "doctune-converted.txt").write_text("converted\n")  # a finished conversion: reused, not redone
+    cfg = resolve_config("cpu-smollm2", cache_dir=tmp_path)
+    assert resolve_model_path(cfg.model, cfg.cache_dir) == str(done) == resolve_model_path("smollm2", tmp_path)
+    assert "cache_dir" not in cfg.public()  # where this machine caches is not part of the recipe
+    with pytest.raises(ConfigError, match="train.overrides.cache_dir: not a training setting"):
+        resolve_config("cpu-smollm2", overrides={"cache_dir": "/x"})
