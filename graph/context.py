@@ -2,8 +2,10 @@
 
 Services (validator, generator, store) are built lazily once per Context, inside the running event loop.
 A LangGraph server run has no Python context object: its JSON `context` becomes a `ServerRun` (LangGraph coerces
-it into the schema `server_run_schema` made, whose defaults the server entry point chose), and `resolve` builds
-that run's Context from it once. Nothing here reads the environment: settings come from `load_settings`.
+it into the schema `server_run_schema` made, whose defaults the server entry point chose), and `resolve` gives the
+Context for its (out_dir, config), built once per server process: runs with the same ones share the validator
+(one bound on compiles however many runs are in flight) and the LLM client. Nothing here reads the environment:
+settings come from `load_settings`.
 """
 
 from __future__ import annotations
@@ -118,8 +120,7 @@ class AsyncStore:
 @dataclass
 class ServerRun:
     """A LangGraph server run's JSON context, ``{"out_dir": ..., "config": ...}`` (both optional): where the store
-    and the dataset go, and an optional TOML settings file. Its defaults are the server's (``server_run_schema``).
-    LangGraph makes one per run, so the Context built from it (``resolve``) is that run's and no other's."""
+    and the dataset go, and an optional TOML settings file. Its defaults are the server's (``server_run_schema``)."""
 
     out_dir: str = "doctune-out"
     config: str | None = None
@@ -132,23 +133,23 @@ def server_run_schema(out_dir: str, config: str | None) -> type[ServerRun]:
                                       bases=(ServerRun,))
 
 
-_BUILD = threading.Lock()  # concurrent first nodes of one server run build its Context once
+_BUILD = threading.Lock()  # concurrent first nodes of server runs build a Context once
+_SERVED: dict[tuple[str, str | None], Context] = {}  # the server process's services, by (out_dir, config)
 
 
 def resolve(ctx: Context | ServerRun | None) -> Context:
-    """The run's context: the `Context` a caller passed, or the one built (once, settings from `load_settings`)
-    for a server run's `ServerRun`."""
+    """The run's context: the `Context` a caller passed, or for a server run's `ServerRun` the one of its
+    (out_dir, config), built once per process (settings from `load_settings(config)`)."""
     if isinstance(ctx, Context):
         return ctx
     if not isinstance(ctx, ServerRun):
         raise ConfigError("the doctune graph needs its run-time services: call it with context=Context(...) "
                           "(or serve it through doctune.graph.server:make_graph, which sets a context schema)")
+    key = (ctx.out_dir, ctx.config)
     with _BUILD:
-        built: Context | None = getattr(ctx, "_context", None)
-        if built is None:
-            built = Context(settings=load_settings(ctx.config), out_dir=Path(ctx.out_dir))
-            object.__setattr__(ctx, "_context", built)
-    return built
+        if key not in _SERVED:
+            _SERVED[key] = Context(settings=load_settings(ctx.config), out_dir=Path(ctx.out_dir))
+        return _SERVED[key]
 
 
 async def aresolve(ctx: Context | ServerRun | None) -> Context:

@@ -71,13 +71,13 @@ def test_one_cache_dir(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert load_settings(toml).validator.cache_path == tmp_path / "t" / "verdicts.sqlite"
 
 
-def test_a_server_run_builds_its_own_context_once(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_a_server_run_gets_the_context_of_its_out_dir_and_config(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     env.setenv("DOCTUNE_OUT", "/never/read/here")  # read by the server entry point only (graph/server.py)
     schema = server_run_schema(out_dir=str(tmp_path / "default"), config=None)
     run_a, run_b = schema(), schema(out_dir=str(tmp_path / "b"))
     ctx = resolve(run_a)
     assert isinstance(ctx, Context) and ctx.out_dir == tmp_path / "default" and resolve(run_a) is ctx
-    assert resolve(run_b).out_dir == tmp_path / "b" and resolve(schema()) is not ctx  # one Context per run
+    assert resolve(run_b).out_dir == tmp_path / "b" and resolve(schema()) is ctx  # shared services per key
     assert isinstance(run_a, ServerRun) and resolve(ctx) is ctx
     with pytest.raises(ConfigError, match="context=Context"):
         resolve(None)
