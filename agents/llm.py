@@ -369,7 +369,6 @@ class StructuredCaller:
             return None, "the answer was empty" if not text.strip() else str(e)
 
 
-
 def _message_from_completion(completion: Any) -> AIMessage:
     choice = completion.choices[0] if completion.choices else None
     content = (choice.message.content or "") if choice else ""
