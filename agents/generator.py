@@ -48,7 +48,7 @@ def generator_kind(settings: Settings) -> str:
     """'llm' or 'doc-examples': auto picks llm only when an endpoint is configured."""
     kind = settings.generator.kind
     if kind == "auto":
-        return "llm" if settings.llm.resolved_base_url() else "doc-examples"
+        return "llm" if settings.llm.base_url else "doc-examples"
     return kind
 
 

@@ -2,9 +2,14 @@
 
 Defines: ``build_chat_model`` (a ``ChatOpenAI`` from ``settings.llm``), ``RateLimiter`` (client-side requests/s),
 ``Usage`` (token accounting and cost), ``is_transient`` / ``is_llm_failure`` / ``retry_after_s`` (which errors a
-retry can fix, which are the model's, and how long the server asked us to wait), ``GenerationError`` (an unusable answer, with its raw text) and
-``StructuredCaller`` (one structured-output call: rate limit, bounded transient retries honouring Retry-After,
-lenient parsing, and re-asking with feedback after a malformed / truncated / empty answer).
+retry can fix, which are the model's, and how long the server asked us to wait), ``LLMRetry`` (doctune's one
+retry rule for LLM requests: those transient errors, ``llm.max_retries`` times, Retry-After or jittered exponential
+backoff), ``GenerationError`` (an unusable answer, with its raw text), ``StructuredCaller`` (one structured-output
+call: rate limit, ``LLMRetry``, lenient parsing, and re-asking with feedback after a malformed / truncated / empty
+answer) and ``ChatCompleter`` (plain chat completions with ``LLMRetry``: the evaluator's endpoint answers).
+
+The clients' own retries are off (``max_retries=0``): every LLM request doctune sends is retried by ``LLMRetry``
+alone; the graph's node-level RetryPolicy (``graph/graph.py``) asks ``is_transient`` too.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import json
 import random
 import re
 import time
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -76,11 +82,11 @@ def build_chat_model(llm: LLMSettings, *, model: str | None = None, async_client
     """
     from langchain_openai import ChatOpenAI
 
-    base_url = llm.resolved_base_url()
+    base_url = llm.base_url
     if not base_url:
         raise ConfigError("llm.base_url is not set: set it in the config file or export OPENAI_BASE_URL")
     # Local servers (vLLM, `doctune serve-llm`) accept any key, but the client insists on one.
-    api_key = llm.resolved_api_key() or SecretStr("not-needed")
+    api_key = llm.api_key or SecretStr("not-needed")
     return ChatOpenAI(
         model=model or llm.model,
         base_url=base_url,
@@ -156,15 +162,42 @@ def retry_after_s(exc: BaseException) -> float | None:
     return None
 
 
-def _permanent_error(exc: BaseException, llm: LLMSettings) -> AccessError | None:
+@dataclass(frozen=True)
+class LLMRetry:
+    """doctune's one retry rule for LLM requests. Retried: what ``is_transient`` says a retry can fix (HTTP 408,
+    409, 425, 429 and 5xx, timeouts, connection errors), at most ``max_retries`` times; never 400/401/403/404 or an
+    unusable answer (those have their own handling). The wait: what the server asked (``Retry-After`` /
+    ``retry-after-ms``, capped at ``cap_s``), else a jittered exponential backoff from ``first_s``, doubling,
+    capped at ``cap_s``."""
+
+    max_retries: int = 4
+    first_s: float = 0.5
+    cap_s: float = MAX_BACKOFF_S
+
+    @classmethod
+    def of(cls, llm: LLMSettings) -> LLMRetry:
+        return cls(max_retries=llm.max_retries)
+
+    def should_retry(self, exc: BaseException, attempt: int) -> bool:
+        """Retry after failed attempt number ``attempt`` (0 = the first try)?"""
+        return is_transient(exc) and attempt < self.max_retries
+
+    def delay(self, exc: BaseException, attempt: int) -> float:
+        """Seconds to wait before the next attempt."""
+        asked = retry_after_s(exc)
+        if asked is not None:
+            return min(asked, self.cap_s)
+        return min(self.cap_s, self.first_s * 2**attempt) * (0.5 + random.random() / 2)
+
+
+def access_error(exc: BaseException, where: str | None, model: str) -> AccessError | None:
     """Turn 401/403/404 into an error a user can act on (the key is never included)."""
-    where = llm.resolved_base_url()
     if isinstance(exc, openai.AuthenticationError):
         return AccessError(f"{where} refused the API key (401): set llm.api_key or OPENAI_API_KEY")
     if isinstance(exc, openai.PermissionDeniedError):
-        return AccessError(f"{where} denied access (403) to model {llm.model!r}")
+        return AccessError(f"{where} denied access (403) to model {model!r}")
     if isinstance(exc, openai.NotFoundError):
-        return AccessError(f"{where} has no model {llm.model!r} or no /chat/completions route (404)")
+        return AccessError(f"{where} has no model {model!r} or no /chat/completions route (404)")
     return None
 
 
@@ -224,6 +257,7 @@ class StructuredCaller:
     def __init__(self, llm: LLMSettings, *, format_retries: int = 1, limiter: RateLimiter | None = None,
                  in_flight: RequestLimit | None = None):
         self.llm = llm
+        self.retry = LLMRetry.of(llm)
         self.format_retries = format_retries
         self.limiter = limiter or RateLimiter(llm.requests_per_second)
         self.in_flight = in_flight  # requests open at once (None: unbounded); waits and backoff hold no slot
@@ -275,7 +309,7 @@ class StructuredCaller:
     async def _invoke(self, schema: type[T], msgs: list[BaseMessage],
                       config: dict[str, Any] | None) -> tuple[Any, T | None, str]:
         """One logical call with transient retries: (raw message, parsed or None, why it is unusable)."""
-        for attempt in range(self.llm.max_retries + 1):
+        for attempt in range(self.retry.max_retries + 1):
             try:
                 async with self.in_flight or contextlib.nullcontext():
                     await self.limiter.acquire()
@@ -284,12 +318,12 @@ class StructuredCaller:
                 msg = _message_from_completion(e.completion)
                 return msg, None, "the answer was cut off at max_tokens (finish_reason=length)"
             except Exception as e:
-                if (perm := _permanent_error(e, self.llm)) is not None:
+                if (perm := access_error(e, self.llm.base_url, self.llm.model)) is not None:
                     self.stopped = perm
                     raise perm from None
-                if not is_transient(e) or attempt >= self.llm.max_retries:
+                if not self.retry.should_retry(e, attempt):
                     raise
-                await asyncio.sleep(self._delay(e, attempt))
+                await asyncio.sleep(self.retry.delay(e, attempt))
                 continue
             return (out["raw"], *self._check(schema, out))
         raise AssertionError("unreachable")  # pragma: no cover
@@ -333,13 +367,6 @@ class StructuredCaller:
             if finish == "length":
                 return None, "the answer was cut off at max_tokens (finish_reason=length)"
             return None, "the answer was empty" if not text.strip() else str(e)
-
-    @staticmethod
-    def _delay(exc: BaseException, attempt: int) -> float:
-        asked = retry_after_s(exc)
-        if asked is not None:
-            return min(asked, MAX_BACKOFF_S)
-        return min(MAX_BACKOFF_S, 0.5 * 2**attempt) * (0.5 + random.random() / 2)  # jittered backoff
 
 
 def _message_from_completion(completion: Any) -> AIMessage:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import platform
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from doctune.agents.limits import SingleFlight
 from doctune.core.schemas import CodeCheck, ExecMode, Expect, RequestedMode, Verdict, VerdictKind
-from doctune.core.settings import ValidatorSettings
+from doctune.core.settings import ValidatorSettings, default_cache_dir
 from doctune.executors import ExecOptions, ExecRequest, ExecResult, Executor, get_executor
 from doctune.executors.cache import VerdictCache, cache_key
 from doctune.executors.zigsrc import (
@@ -91,8 +90,8 @@ def is_native(target: str | None) -> bool:
 
 
 def default_cache_path() -> Path:
-    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return root / "doctune" / "verdicts.sqlite"
+    """The verdict cache of validator settings built alone (not by ``load_settings``, which sets ``cache_path``)."""
+    return default_cache_dir() / "verdicts.sqlite"
 
 
 class Validator:

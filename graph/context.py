@@ -1,19 +1,23 @@
 """Run-time dependencies of the graph: passed with `context=`, never checkpointed.
 
 Services (validator, generator, store) are built lazily once per Context, inside the running event loop.
-A LangGraph server run has no Python context object: `resolve(None)` builds one from env settings, and
-`resolve({"out_dir": ..., "config": ...})` (a server run's JSON `context`) one for that output dir / TOML file.
+A LangGraph server run has no Python context object: its JSON `context` becomes a `ServerRun` (LangGraph coerces
+it into the schema `server_run_schema` made, whose defaults the server entry point chose), and `resolve` gives the
+Context for its (out_dir, config), built once per server process: runs with the same ones share the validator
+(one bound on compiles however many runs are in flight) and the LLM client. Nothing here reads the environment:
+settings come from `load_settings`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Mapping
+import dataclasses
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from doctune.core.errors import ConfigError
 from doctune.core.schemas import CodeCheck, Pair, Section, ValidateMany, Verdict
 from doctune.core.settings import Settings, load_settings
 from doctune.graph.store import Store
@@ -124,27 +128,42 @@ class AsyncStore:
         return await asyncio.to_thread(self.sync.has_pair, pair_id)
 
 
-_DEFAULT: dict[tuple[str, str | None], Context] = {}
+@dataclass
+class ServerRun:
+    """A LangGraph server run's JSON context, ``{"out_dir": ..., "config": ...}`` (both optional): where the store
+    and the dataset go, and an optional TOML settings file. Its defaults are the server's (``server_run_schema``)."""
+
+    out_dir: str = "doctune-out"
+    config: str | None = None
 
 
-def resolve(ctx: Context | Mapping[str, Any] | None) -> Context:
-    """The run's context; for server runs (no Context object) one built from DOCTUNE_* env settings.
+def server_run_schema(out_dir: str, config: str | None) -> type[ServerRun]:
+    """A ``ServerRun`` schema whose defaults are the server's own (the entry point chooses them once)."""
+    return dataclasses.make_dataclass("ServerRun", [("out_dir", str, field(default=out_dir)),
+                                                    ("config", str | None, field(default=config))],
+                                      bases=(ServerRun,))
 
-    A server run may pass a JSON context `{"out_dir": ..., "config": ...}`; missing keys fall back to
-    $DOCTUNE_OUT (default ./doctune-out) and $DOCTUNE_CONFIG. One Context per (out_dir, config) is kept.
-    """
+
+_BUILD = threading.Lock()  # concurrent first nodes of server runs build a Context once
+_SERVED: dict[tuple[str, str | None], Context] = {}  # the server process's services, by (out_dir, config)
+
+
+def resolve(ctx: Context | ServerRun | None) -> Context:
+    """The run's context: the `Context` a caller passed, or for a server run's `ServerRun` the one of its
+    (out_dir, config), built once per process (settings from `load_settings(config)`)."""
     if isinstance(ctx, Context):
         return ctx
-    opts = dict(ctx or {})
-    out = str(opts.get("out_dir") or os.environ.get("DOCTUNE_OUT", "doctune-out"))
-    cfg = opts.get("config") or os.environ.get("DOCTUNE_CONFIG") or None
-    key = (out, cfg)
-    if key not in _DEFAULT:
-        _DEFAULT[key] = Context(settings=load_settings(cfg), out_dir=Path(out))
-    return _DEFAULT[key]
+    if not isinstance(ctx, ServerRun):
+        raise ConfigError("the doctune graph needs its run-time services: call it with context=Context(...) "
+                          "(or serve it through doctune.app.server:make_graph, which sets a context schema)")
+    key = (ctx.out_dir, ctx.config)
+    with _BUILD:
+        if key not in _SERVED:
+            _SERVED[key] = Context(settings=load_settings(ctx.config), out_dir=Path(ctx.out_dir))
+        return _SERVED[key]
 
 
-async def aresolve(ctx: Context | Mapping[str, Any] | None) -> Context:
+async def aresolve(ctx: Context | ServerRun | None) -> Context:
     """`resolve` for nodes: a server run's first call reads the TOML file and the environment in a worker thread
     (no blocking I/O in the event loop, which `langgraph dev` refuses)."""
     if isinstance(ctx, Context):

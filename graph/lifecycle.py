@@ -75,14 +75,27 @@ async def _attempt(out_dir: Path, go: Any) -> RunSummary:
 
 
 def preflight(docs: list[str], settings: Settings, check_llm: bool = True) -> None:
-    """Check the inputs (and the LLM endpoint) before anything is written: a bad doc, an unreachable endpoint or
-    a refused key ends with one line and leaves no run state behind."""
+    """Check the inputs, the training config and the LLM endpoint before anything is written: a bad doc, a
+    misspelled `train.preset` or override, an unreachable endpoint or a refused key ends with one line and leaves
+    no run state behind (and no LLM request spent)."""
     from doctune.agents.generator import generator_kind
     from doctune.agents.splitter import split_paths
 
     split_paths(docs, settings.split)
+    check_train(settings)
     if check_llm and generator_kind(settings) == "llm":
         check_endpoint(settings.llm)
+
+
+def check_train(settings: Settings) -> None:
+    """With training on, resolve `train.*` into the training config now (preset name, override keys and values),
+    so a typo fails here rather than after generation. Light: presets and the config model only, no torch."""
+    if not settings.train.enabled:
+        return
+    from doctune.trainer.config import resolve_config
+
+    t = settings.train
+    resolve_config(t.preset, overrides=dict(t.overrides), max_steps=t.max_steps, backend=t.backend)
 
 
 def check_endpoint(llm: Any) -> None:
@@ -90,10 +103,10 @@ def check_endpoint(llm: Any) -> None:
     run (some OpenAI-compatible servers have no /models route; a chat 401/404 still stops the run at once)."""
     import httpx
 
-    base_url = llm.resolved_base_url()
+    base_url = llm.base_url
     if not base_url:
         raise ConfigError("llm.base_url is not set: set it in the config file or export OPENAI_BASE_URL")
-    key = llm.resolved_api_key()
+    key = llm.api_key
     headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
     try:
         resp = httpx.get(base_url.rstrip("/") + "/models", headers=headers, timeout=min(llm.timeout_s, 15.0))

@@ -44,7 +44,7 @@ def record_settings(settings: Settings) -> dict[str, Any]:
 
     data = settings.public_dict()
     data["generator"]["kind"] = generator_kind(settings)
-    data["llm"]["base_url"] = _mask_url(settings.llm.resolved_base_url())
+    data["llm"]["base_url"] = _mask_url(settings.llm.base_url)
     data["checkpoint"]["url"] = _mask_url(settings.checkpoint.url)
     return data
 

@@ -70,11 +70,14 @@ def test_doctune_env_names_are_settings_and_values_load(compose: dict[str, Any],
         doctune_vars = {k: v for k, v in env.items() if k.startswith("DOCTUNE_")}
         assert doctune_vars, name
         for key in doctune_vars:
-            if key == "DOCTUNE_OUT":  # read by the server entry point (graph/context.py), not a setting
+            if key == "DOCTUNE_OUT":  # read by the server entry point (doctune/app/server.py), not a setting
                 continue
             section, _, field = key.removeprefix("DOCTUNE_").lower().partition("__")
             assert section in Settings.model_fields, f"{name}: {key} names no settings section"
             model = Settings.model_fields[section].annotation
+            if not field:  # a top-level setting (cache_dir)
+                assert not hasattr(model, "model_fields"), f"{name}: {key} names a section, not a setting"
+                continue
             assert field in model.model_fields, f"{name}: {key} names no field of settings.{section}"
         for k in list(os.environ):
             if k.startswith(("DOCTUNE_", "OPENAI_")):

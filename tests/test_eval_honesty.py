@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from doctune.agents.chat import ChatCompleter
 from doctune.agents.validator import Validator
+from doctune.core.settings import LLMSettings
 from doctune.evals import DEFAULT_TASKS
 from doctune.trainer.evaluate import evaluate
 from doctune.trainer.tasks import EvalTask, load_tasks
@@ -32,13 +34,13 @@ def _by_prompt(tasks: list[EvalTask]) -> dict[str, EvalTask]:
 
 
 def _run(tasks: list[EvalTask], responders: dict, out: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")  # the evaluator sends it; the server checks it
+    completer = ChatCompleter(LLMSettings(api_key="sk-test"))  # `doctune eval` builds it from settings.llm
     servers = {label: FakeOpenAI(fn, api_key="sk-test") for label, fn in responders.items()}
     for s in servers.values():
         s.start()
     try:
         models = {label: f"openai:fake@{s.base_url}" for label, s in servers.items()}
-        res = evaluate(tasks, models, out, make_checker=Validator).dump()
+        res = evaluate(tasks, models, out, make_checker=Validator, complete=completer.complete).dump()
         # the models were asked the prompts only: no hidden test, reference or wrong variant went over the wire
         for s in servers.values():
             for req in s.chat_requests():
@@ -47,6 +49,7 @@ def _run(tasks: list[EvalTask], responders: dict, out: Path, monkeypatch: pytest
                 assert (task.tests or "@@") not in sent and task.reference not in sent
         return res
     finally:
+        completer.close()
         for s in servers.values():
             s.stop()
 

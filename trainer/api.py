@@ -36,13 +36,15 @@ def train(
     validate_many: ValidateMany | None = None,
     close: Callable[[], Coroutine[Any, Any, None]] | None = None,
     init_adapter: Path | str | None = None,
+    cache_dir: Path | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter on the dataset's train split; outputs go to ``out_dir`` (see ``outputs.py``).
 
-    ``close`` (optional) releases what ``validate_many`` holds; it runs on the same event loop, after training."""
+    ``close`` (optional) releases what ``validate_many`` holds; it runs on the same event loop, after training.
+    ``cache_dir``: doctune's cache (``settings.cache_dir``), where the embedded SmolLM2 is converted."""
     if method not in METHODS:
         raise ConfigError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
-    cfg = resolve_config(preset, overrides=overrides, max_steps=max_steps, backend=backend)
+    cfg = resolve_config(preset, overrides=overrides, max_steps=max_steps, backend=backend, cache_dir=cache_dir)
     if method == "sft":
         return train_with_config(cfg, dataset, out_dir, show_progress=show_progress)
     if validate_many is None:

@@ -6,6 +6,8 @@ preset (``doctune.trainer.presets``) with per-field overrides on top. Errors nam
 
 from __future__ import annotations
 
+from difflib import get_close_matches
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -79,6 +81,10 @@ class TrainConfig(BaseModel):
     grpo_learning_rate: float | None = Field(
         None, gt=0, description="GRPO: learning rate of the LoRA weights (None = learning_rate)."
     )
+    cache_dir: Path | None = Field(
+        None, description="doctune's cache (settings.cache_dir): the embedded SmolLM2 is converted into its "
+        "models/ folder. None = the default cache. Given by the caller, not a preset value (not in the card)."
+    )
     save_merged: bool = Field(False, description="Also save the LoRA merged into a 16-bit model (merged/).")
     export_gguf: bool = Field(False, description="Also export GGUF when a llama.cpp converter is available.")
 
@@ -93,7 +99,7 @@ class TrainConfig(BaseModel):
         return self
 
     def public(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        return self.model_dump(mode="json", exclude={"cache_dir"})  # where this machine caches is no recipe
 
 
 def resolve_config(
@@ -102,25 +108,35 @@ def resolve_config(
     overrides: dict[str, Any] | None = None,
     max_steps: int | None = None,
     backend: str = "auto",
+    cache_dir: Path | None = None,
 ) -> TrainConfig:
-    """The preset's values, then ``overrides`` (field -> value), then ``max_steps`` and ``backend`` if given."""
+    """The preset's values, then ``overrides`` (field -> value), then ``max_steps`` and ``backend`` if given;
+    ``cache_dir`` is doctune's cache (``settings.cache_dir``)."""
     from doctune.trainer.presets import PRESETS
 
     if preset not in PRESETS:
-        raise ConfigError(f"train.preset: unknown preset {preset!r}; choose one of {', '.join(sorted(PRESETS))}")
+        raise ConfigError(f"train.preset: unknown preset {preset!r}{_did_you_mean(preset, PRESETS)}; "
+                          f"valid presets: {', '.join(sorted(PRESETS))}")
     values: dict[str, Any] = {**PRESETS[preset], "name": preset}
     for key, value in (overrides or {}).items():
-        if key not in TrainConfig.model_fields:
-            raise ConfigError(
-                f"train.overrides.{key}: not a training setting; known: {', '.join(sorted(TrainConfig.model_fields))}"
-            )
+        if key not in TrainConfig.model_fields or key == "cache_dir":
+            hint = _did_you_mean(key, TrainConfig.model_fields)
+            raise ConfigError(f"train.overrides.{key}: not a training setting{hint}; "
+                              f"known: {', '.join(sorted(TrainConfig.model_fields))}")
         values[key] = value
     if max_steps is not None:
         values["max_steps"] = max_steps
     if backend != "auto":
         values["backend"] = backend
+    values["cache_dir"] = cache_dir
     try:
         return TrainConfig(**values)
     except ValidationError as e:
         parts = [f"train.{'.'.join(str(x) for x in err['loc']) or 'config'}: {err['msg']}" for err in e.errors()]
         raise ConfigError("invalid training config: " + "; ".join(parts)) from None
+
+
+def _did_you_mean(word: str, choices: Any) -> str:
+    """`` (did you mean 'cpu-smollm2'?)`` when a choice is close to ``word``, else nothing."""
+    close = get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -24,7 +24,7 @@ from rich.console import Console
 
 from doctune.core.schemas import CodeCheck, Expect, Verdict
 from doctune.core.settings import ValidatorSettings
-from doctune.trainer.generate import DEFAULT_MAX_NEW_TOKENS
+from doctune.trainer.generate import DEFAULT_MAX_NEW_TOKENS, Complete
 from doctune.trainer.scoring import EvalResults, Judged, ModelScore, TaskResult, judge, pass_at_k, score
 from doctune.trainer.specs import Generation
 from doctune.trainer.tasks import EvalTask, Program, build_program
@@ -48,13 +48,14 @@ MakeChecker = Callable[[ValidatorSettings], Checker]
 
 
 def generate_all(tasks: Sequence[EvalTask], models: dict[str, str], *, samples: int, max_new_tokens: int,
-                 batch_size: int = 16) -> Answers:
-    """label -> per task -> answers. Models are loaded one at a time (memory)."""
+                 batch_size: int = 16, complete: Complete | None = None, cache_dir: Path | None = None) -> Answers:
+    """label -> per task -> answers. Models are loaded one at a time (memory); endpoints are asked through
+    ``complete`` (see ``doctune.trainer.generate``); ``cache_dir`` is doctune's cache (the converted SmolLM2)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from doctune.trainer.generate import make_generator, parse_spec
 
-    specs = {label: parse_spec(label, spec) for label, spec in models.items()}  # fail fast on bad specs
+    specs = {label: parse_spec(label, spec, cache_dir) for label, spec in models.items()}  # fail fast on bad specs
     prompts = [t.prompt for t in tasks]
     answers: Answers = {}
     with Progress(TextColumn("[bold]generate {task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -62,7 +63,7 @@ def generate_all(tasks: Sequence[EvalTask], models: dict[str, str], *, samples: 
         for label, spec in specs.items():
             bar = progress.add_task(label, total=len(prompts))
             gen = make_generator(spec, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                 task_ids=[t.id for t in tasks])
+                                 task_ids=[t.id for t in tasks], complete=complete)
             try:
                 answers[label] = gen.generate(prompts, samples, on_batch=lambda k, b=bar: progress.advance(b, k))
             finally:
@@ -141,10 +142,14 @@ async def evaluate_async(
     make_checker: MakeChecker,
     loss_log: Path | None = None,
     batch_size: int = 16,
+    complete: Complete | None = None,
+    cache_dir: Path | None = None,
 ) -> EvalResults:
     """Run the whole evaluation and write results.json, answers.jsonl, report.md + plots into ``out_dir``.
     Generation runs in a worker thread so an event loop (the graph's) stays responsive. ``make_checker`` builds
-    the code checker from validator settings (``doctune.agents.validator.Validator``)."""
+    the code checker from validator settings (``doctune.agents.validator.Validator``); ``complete`` asks the
+    ``openai:`` models (the caller's client: key, timeout and retries from its settings); ``cache_dir`` is
+    doctune's cache."""
     from doctune.trainer.report import write_report
 
     out = Path(out_dir)
@@ -152,7 +157,8 @@ async def evaluate_async(
     settings = validator or ValidatorSettings()
     chosen = await calibrate(select_tasks([t.model_copy() for t in tasks], max_tasks), settings, make_checker)
     answers = await asyncio.to_thread(
-        generate_all, chosen, models, samples=samples, max_new_tokens=max_new_tokens, batch_size=batch_size
+        generate_all, chosen, models, samples=samples, max_new_tokens=max_new_tokens, batch_size=batch_size,
+        complete=complete, cache_dir=cache_dir,
     )
     n_answers = sum(len(a) for per in answers.values() for a in per)
     console.print(f"validating {n_answers} answers with Zig, each alone ...")

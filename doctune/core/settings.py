@@ -1,7 +1,12 @@
-"""All of doctune's settings: one pydantic-settings model, read from defaults < TOML file < DOCTUNE_* env < CLI.
+"""All of doctune's settings: one pydantic-settings model, read from defaults < $OPENAI_BASE_URL/$OPENAI_API_KEY
+< TOML file < DOCTUNE_* env < CLI.
 
 Each stage reads its own part (``settings.split``, ``settings.validator``, ...). Nested env vars use ``__``:
 ``DOCTUNE_VALIDATOR__CONCURRENCY=4``. Secrets are ``SecretStr`` and never printed.
+
+Everything is resolved when the settings are built (``load_settings``): the standard OpenAI variables fill
+``llm.base_url`` / ``llm.api_key`` when nothing else set them, and the cache locations (verdicts, Zig, models)
+derive from the one ``cache_dir``. No other module reads doctune's configuration from the environment.
 """
 
 from __future__ import annotations
@@ -10,7 +15,16 @@ import os
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -57,15 +71,6 @@ class LLMSettings(_Part):
     requests_per_second: float = Field(0.0, ge=0, description="Client-side rate limit; 0 = unlimited.")
     price_input_per_mtok: float = Field(0.0, ge=0, description="USD per 1M input tokens, for cost estimates.")
     price_output_per_mtok: float = Field(0.0, ge=0, description="USD per 1M output tokens, for cost estimates.")
-
-    def resolved_base_url(self) -> str | None:
-        return self.base_url or os.environ.get("OPENAI_BASE_URL") or None
-
-    def resolved_api_key(self) -> SecretStr | None:
-        if self.api_key is not None:
-            return self.api_key
-        env = os.environ.get("OPENAI_API_KEY")
-        return SecretStr(env) if env else None
 
 
 class GeneratorSettings(_Part):
@@ -116,9 +121,9 @@ class ValidatorSettings(_Part):
     output_limit_bytes: int = Field(65536, ge=1024, description="stdout/stderr cap per stream.")
     concurrency: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1, description="Parallel jobs.")
     cache: bool = Field(True, description="Cache verdicts by (code, mode, zig version, executor) in SQLite.")
-    cache_path: Path | None = Field(None, description="Verdict cache file (default: ~/.cache/doctune/verdicts.sqlite).")
+    cache_path: Path | None = Field(None, description="Verdict cache file (default: <cache_dir>/verdicts.sqlite).")
     zig_cache_dir: Path | None = Field(
-        None, description="Zig compile cache private to doctune (default: ~/.cache/doctune/zig-cache)."
+        None, description="Zig compile cache private to doctune (default: <cache_dir>/zig-cache)."
     )
     batch_tests: bool = Field(True, description="Batch test-only blocks into one `zig test` compile.")
     batch_programs: bool = Field(
@@ -193,11 +198,23 @@ class EvalSettings(_Part):
     )
 
 
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/doctune``, else ``~/.cache/doctune`` (the default of ``cache_dir``)."""
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "doctune"
+
+
 class Settings(BaseSettings):
     """Root settings object."""
 
     model_config = SettingsConfigDict(
         env_prefix="DOCTUNE_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    cache_dir: Path = Field(
+        default_factory=default_cache_dir, description="doctune's cache: verdicts (verdicts.sqlite), the Zig "
+        "compile cache (zig-cache/), converted models (models/). Default: $XDG_CACHE_HOME/doctune or "
+        "~/.cache/doctune. A TOML file sets it at the top, before any [section].",
     )
 
     split: SplitSettings = Field(default_factory=SplitSettings)
@@ -220,6 +237,15 @@ class Settings(BaseSettings):
             )
         return v
 
+    @model_validator(mode="after")
+    def _derive_cache_paths(self) -> Settings:
+        """Verdict and Zig caches not set on their own live under ``cache_dir``."""
+        v = self.validator
+        if v.cache_path is None or v.zig_cache_dir is None:
+            self.validator = v.model_copy(update={"cache_path": v.cache_path or self.cache_dir / "verdicts.sqlite",
+                                                  "zig_cache_dir": v.zig_cache_dir or self.cache_dir / "zig-cache"})
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -232,11 +258,25 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if settings_cls.model_config.get("toml_file"):
             sources.append(TomlConfigSettingsSource(settings_cls))
+        sources.append(_OpenAIEnv(settings_cls))  # last = lowest priority: only what nothing else set
         return tuple(sources)
 
     def public_dict(self) -> dict[str, Any]:
         """Settings as JSON-able data with secrets masked (for cards, logs, status)."""
         return self.model_dump(mode="json")  # SecretStr dumps as '**********'
+
+
+class _OpenAIEnv(PydanticBaseSettingsSource):
+    """The standard ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY`` as the lowest-priority source of ``llm.base_url`` /
+    ``llm.api_key`` (an empty variable counts as unset)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ builds the whole (nested) value
+
+    def __call__(self) -> dict[str, Any]:
+        llm = {k: v for k, v in (("base_url", os.environ.get("OPENAI_BASE_URL")),
+                                 ("api_key", os.environ.get("OPENAI_API_KEY"))) if v}
+        return {"llm": llm} if llm else {}
 
 
 def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:

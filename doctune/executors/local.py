@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from doctune.core.settings import ValidatorSettings
+from doctune.core.settings import ValidatorSettings, default_cache_dir
 from doctune.core.zig import zig_dir, zig_version
 from doctune.executors.base import ExecRequest, ExecResult, Executor
 from doctune.executors.blocking import in_thread
@@ -57,7 +57,8 @@ _UID_POOL = list(range(UID_BASE + (os.getpid() % 256) * 256, UID_BASE + (os.getp
 
 
 def default_zig_cache() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "doctune" / "zig-cache"
+    """The Zig cache of validator settings built alone (not by ``load_settings``, which sets ``zig_cache_dir``)."""
+    return default_cache_dir() / "zig-cache"
 
 
 class LocalExecutor(Executor):

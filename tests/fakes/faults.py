@@ -12,7 +12,7 @@ from typing import Any
 
 # 401/403/404: a refused key, a forbidden or unknown model (only chat requests: /models still answers, like a
 # proxy that lists models it will not serve); garbage: a "finished" answer that is prose, not JSON at all.
-FAULT_KINDS = ("429", "500", "hang", "malformed", "truncated", "empty", "disconnect", "401", "403", "404", "garbage")
+FAULT_KINDS = ("429", "500", "503", "hang", "malformed", "truncated", "empty", "disconnect", "401", "403", "404", "garbage")
 
 
 @dataclass(frozen=True)

@@ -218,6 +218,8 @@ class FakeOpenAI(BackgroundHTTPServer):
             return (*_error(429, "rate limit exceeded", "rate_limit_exceeded", fault.retry_after_s), kind, None)
         if kind == "500":
             return (*_error(500, "internal server error", "server_error"), kind, None)
+        if kind == "503":
+            return (*_error(503, "service unavailable", "server_error"), kind, None)
         if kind in _REFUSALS:
             return (*_error(int(kind), *_REFUSALS[kind]), kind, None)
         if kind == "disconnect":

@@ -4,7 +4,7 @@ the validator."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -22,6 +22,16 @@ def parse_models(items: list[str]) -> dict[str, str]:
             raise ConfigError(f"--model: label {label!r} given twice")
         models[label] = spec
     return models
+
+
+def endpoint_client(settings: Any, models: dict[str, str]) -> Any:
+    """For ``openai:`` models: a ChatCompleter with the key, timeout and retry rule of ``settings.llm`` (the
+    evaluator has no client of its own); None when every model is local or an answers file."""
+    if not any(spec.startswith("openai:") for spec in models.values()):
+        return None
+    from doctune.agents.chat import ChatCompleter
+
+    return ChatCompleter(settings.llm)
 
 
 def register(app: typer.Typer) -> None:
@@ -53,9 +63,15 @@ def register(app: typer.Typer) -> None:
         from doctune.trainer.pipeline import default_tasks
 
         e = settings.eval
-        results = evaluate(default_tasks(settings, dataset), models, out_dir, samples=e.samples,
-                           max_tasks=e.max_tasks, max_new_tokens=e.max_new_tokens, validator=settings.validator,
-                           make_checker=Validator)
+        completer = endpoint_client(settings, models)
+        try:
+            results = evaluate(default_tasks(settings, dataset), models, out_dir, samples=e.samples,
+                               max_tasks=e.max_tasks, max_new_tokens=e.max_new_tokens, validator=settings.validator,
+                               make_checker=Validator, complete=completer.complete if completer else None,
+                               cache_dir=settings.cache_dir)
+        finally:
+            if completer is not None:
+                completer.close()
         data = results.dump()
         console.print(f"headline: {data['headline']}", highlight=False)
         for label, s in data["models"].items():

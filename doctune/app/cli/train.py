@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
         validate_many, close = validator_service(settings.validator) if "grpo" in method else (None, None)
         res = run_train(dataset, out_dir or default_out(dataset), preset=t.preset, max_steps=t.max_steps,
                         backend=t.backend, overrides=overrides, method=method, validate_many=validate_many,
-                        close=close, init_adapter=from_adapter)
+                        close=close, init_adapter=from_adapter, cache_dir=settings.cache_dir)
         console.print(
             f"[green]trained[/] {res.preset} ({res.backend}, {res.method}) {res.steps} steps in {res.runtime_s:.0f} s;"
             f" loss {res.first_loss} -> {res.final_loss}; {res.tokens_per_s:,.0f} tokens/s; "
