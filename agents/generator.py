@@ -1,30 +1,74 @@
-"""The pair-generator interface the graph calls, and the factory that picks one from settings.
+"""The pair-generator interface the graph calls, its typed results, and the factory that picks one from settings.
 
 Two implementations: the offline doc-example generator (default, no LLM) and the LLM agent
-(`doctune.agents.llm_generator`). A generator makes pairs for a section and may repair a failing pair.
+(`doctune.agents.llm_generator`). A generator makes pairs for a section (``GenerationResult``) and may repair a
+failing pair (``RepairResult``); what the model botched comes back as data (rejected pairs, ``error``), never as
+attributes to look up afterwards. Endpoint failures stay exceptions: they are the infrastructure's, not the pair's.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from pydantic import BaseModel, Field
+
 from doctune.agents import doc_examples
-from doctune.schemas import Pair, Section, Verdict
+from doctune.agents.llm import Usage
+from doctune.schemas import Pair, Section
 
 if TYPE_CHECKING:
     from doctune.settings import Settings
+
+
+class RejectedPair(BaseModel):
+    """A pair dropped before validation, and why."""
+
+    pair: Pair
+    reason: str
+
+
+class GenerationResult(BaseModel):
+    """What generating one section produced."""
+
+    pairs: list[Pair] = Field(default_factory=list, description="Usable pairs, ready for validation.")
+    rejected: list[RejectedPair] = Field(default_factory=list, description="Pairs dropped before validation.")
+    usage: Usage = Field(default_factory=Usage, description="Tokens of every call for this section.")
+    passes: int = Field(0, description="Generation passes made (1 + continuations).")
+    errors: list[str] = Field(default_factory=list, description="Continuation passes that failed (non-fatal).")
+    prompt_hash: str = ""
+
+    def tokens(self) -> dict[str, int]:
+        return {"input": self.usage.input, "output": self.usage.output}
+
+
+class RepairResult(BaseModel):
+    """A repair attempt: the new pair, or why there is none (``error``); ``usage`` counts either way."""
+
+    pair: Pair | None = None
+    usage: Usage = Field(default_factory=Usage)
+    error: str | None = Field(None, description="Why the repair gave nothing usable (None when `pair` is set).")
+
+
+@dataclass(frozen=True)
+class RepairRequest:
+    """What a repair is asked to fix (built by ``doctune.agents.checking.repair_request``)."""
+
+    problem: str  # the verdict kind, or "vacuous_tests"
+    feedback: str  # the trimmed compiler / test output (and which hidden test failed), as sent to the model
+    rewrite_tests: bool = False  # the hidden tests themselves are at fault (vacuous): new tests are wanted
 
 
 class PairGenerator(Protocol):
     name: str
     can_repair: bool
 
-    async def generate(self, section: Section) -> list[Pair]:
-        """Pairs grounded in the section (may be empty)."""
+    async def generate(self, section: Section) -> GenerationResult:
+        """Pairs grounded in the section (may be empty), and those dropped before validation."""
         ...
 
-    async def repair(self, pair: Pair, verdict: Verdict) -> Pair | None:
-        """A new version of a failing pair, given the validator's verdict; None if it cannot repair."""
+    async def repair(self, pair: Pair, request: RepairRequest) -> RepairResult:
+        """A new version of a failing pair; ``RepairResult.error`` says why there is none."""
         ...
 
 
@@ -37,11 +81,11 @@ class DocExampleGenerator:
     def __init__(self, settings: Settings):
         self.min_chars = settings.generator.min_section_chars
 
-    async def generate(self, section: Section) -> list[Pair]:
-        return doc_examples.make_pairs(section)
+    async def generate(self, section: Section) -> GenerationResult:
+        return GenerationResult(pairs=doc_examples.make_pairs(section), passes=1)
 
-    async def repair(self, pair: Pair, verdict: Verdict) -> Pair | None:
-        return None
+    async def repair(self, pair: Pair, request: RepairRequest) -> RepairResult:
+        return RepairResult(error="the doc-example generator cannot rewrite code")
 
 
 def generator_kind(settings: Settings) -> str:

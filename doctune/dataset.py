@@ -35,6 +35,8 @@ def pair_record(p: Pair) -> dict[str, Any]:
         "generator": p.generator,
         "kind": p.kind,
         "evidence": p.evidence,
+        "tests": p.tests,
+        "expect_stdout": p.expect.stdout if p.expect else None,
         "prompt_hash": p.prompt_hash,
         "judge_score": p.judge_score,
         "repairs": max(0, len(p.attempts) - 1),

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from doctune.agents.generator import DocExampleGenerator
+from doctune.agents.generator import DocExampleGenerator, GenerationResult
 from doctune.graph.context import Context
 from doctune.runner import run_pipeline
-from doctune.schemas import Pair, Section, extract_zig_blocks
+from doctune.schemas import Section, extract_zig_blocks
 from doctune.settings import load_settings
 
 pytestmark = pytest.mark.zig
@@ -105,7 +105,7 @@ class CountingGenerator(DocExampleGenerator):
         self.calls: Counter[str] = Counter()
         self.fail_on = fail_on
 
-    async def generate(self, section: Section) -> list[Pair]:
+    async def generate(self, section: Section) -> GenerationResult:
         self.calls[section.id] += 1
         if section.id == self.fail_on:
             self.fail_on = None

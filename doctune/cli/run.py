@@ -28,6 +28,7 @@ def _overrides(
     executor: str | None,
     unsafe_no_sandbox: bool,
     train: bool | None,
+    min_evidence: str | None = None,
 ) -> dict[str, Any]:
     return {
         "generator": {"kind": generator, "concurrency": concurrency},
@@ -38,6 +39,7 @@ def _overrides(
             "sandbox": "none" if unsafe_no_sandbox else None,
         },
         "train": {"enabled": train},
+        "curator": {"min_evidence": min_evidence},
     }
 
 
@@ -104,10 +106,13 @@ def register(app: typer.Typer) -> None:
         executor: str | None = typer.Option(None, "--executor", help="local | codapi"),
         unsafe_no_sandbox: bool = typer.Option(False, "--unsafe-no-sandbox", help="Run code without bwrap."),
         train: bool | None = typer.Option(None, "--train/--no-train", help="Train + evaluate after export."),
+        min_evidence: str | None = typer.Option(
+            None, "--min-evidence", help="Keep only pairs with at least this evidence: tested | ran | compiled | "
+            "conceptual (curator.min_evidence)."),
         as_json: bool = typer.Option(False, "--json", help="Also print the summary as JSON on stdout."),
     ) -> None:
         """Split DOCS, generate pairs, validate every Zig block, curate and export the dataset."""
         settings = settings_from(
-            config, **_overrides(generator, model, concurrency, executor, unsafe_no_sandbox, train)
+            config, **_overrides(generator, model, concurrency, executor, unsafe_no_sandbox, train, min_evidence)
         )
         _execute(docs, out_dir, settings, max_sections, as_json)
