@@ -4,9 +4,9 @@ Defines the output schemas the model fills (``GeneratedPair``, ``GeneratedPairs`
 ``generate_pairs`` (first pass + continuation passes for long sections), ``repair_pair`` (instruction, code, what
 failed and the trimmed compiler/test output back to the model) and ``LLMGenerator`` (the ``PairGenerator`` the
 graph calls). A code task is a triplet: instruction, solution (in the response) and, apart from it, hidden `test`
-blocks that call the solution (``Pair.tests``) or a program's exact stdout (``Pair.expect``). Pairs that cannot
-be validated (empty fields, a code task without a ```zig block, "tests" without a `test` block) are rejected here,
-with the reason, before validation. No LangGraph here: the graph wires these functions.
+blocks that call the solution (``Pair.tests``; "tests" without a `test` block are ignored, kept in
+``meta["tests_ignored"]``) or a program's exact stdout (``Pair.expect``). Pairs that cannot be validated (empty
+fields, a code task without a ```zig block) are rejected here, with the reason, before validation. No LangGraph here: the graph wires these functions.
 """
 
 from __future__ import annotations
@@ -84,6 +84,10 @@ def _to_pair(g: GeneratedPair, section: Section, settings: Settings, phash: str,
     instruction, response, tests = g.instruction.strip(), g.response.strip(), g.tests.strip()
     blocks = extract_zig_blocks(response)
     has_code = bool(blocks)
+    meta: dict[str, Any] = {"pass": n_pass, "declared_kind": g.kind}
+    if tests and not (has_code and declared_test_names(tests)):  # "none", "N/A", prose: no hidden tests at all
+        meta["tests_ignored"] = tests[:200]
+        tests = ""
     program = has_code and classify(max(blocks, key=len)) in ("run", "both")
     stdout = g.expected_stdout if g.expected_stdout.strip() and program else None
     pair = Pair(
@@ -96,16 +100,14 @@ def _to_pair(g: GeneratedPair, section: Section, settings: Settings, phash: str,
         kind="code" if has_code else "conceptual",  # what the answer is, whatever the model called it
         generator=f"llm:{settings.llm.model}",
         prompt_hash=phash,
-        tests=tests if has_code and tests else None,
+        tests=tests or None,
         expect=Expect(stdout=stdout) if stdout is not None else None,
-        meta={"pass": n_pass, "declared_kind": g.kind},
+        meta=meta,
     )
     if not instruction or not response:
         return pair, "empty instruction or response"
     if g.kind == "code" and not has_code:
         return pair, "code task without a ```zig block"
-    if pair.tests and not declared_test_names(pair.tests):
-        return pair, "hidden tests without a `test` block"
     if settings.generator.require_code and not has_code:
         return pair, "conceptual pair (generator.require_code is set)"
     return pair, None

@@ -294,3 +294,26 @@ def test_usage_cost_from_settings_prices() -> None:
     u = Usage(input=2_000_000, output=500_000, calls=3) + Usage(input=0, output=500_000, calls=1)
     assert u.calls == 4 and u.cost_usd(s.llm) == pytest.approx(1.0 + 2.0)
     assert u.as_meta() == {"input": 2_000_000, "output": 1_000_000, "calls": 4}
+
+
+def test_triplets_keep_tests_and_stdout_apart_from_the_response() -> None:
+    """The hidden tests go to Pair.tests and a program's stdout to Pair.expect, never into the response; "tests"
+    without a `test` block ("none") are no hidden tests; stdout is kept only for a program."""
+    def responder(body: dict) -> object:
+        if "instruction/response pairs" not in messages_text(body, "user"):
+            return "ok"
+        answer = zig_answers.triplet_answer("Values > Integers")
+        answer["pairs"] += [
+            {"instruction": "Write double.", "response": zig_answers.zig("pub fn double(x: i32) i32 { return 2 * x; }\n"),
+             "kind": "code", "tests": "none", "expected_stdout": "4\n"}]
+        return answer
+
+    with FakeOpenAI(responder) as srv:
+        res = run(generate_pairs(section(), settings_for(srv, pairs_per_section=5)))
+        sent = messages_text(srv.chat_requests()[0].body, "user")
+    right, wrong, vacuous, program, double = res.pairs
+    assert 'test "triple of' in right.tests and "test " not in right.response and right.expect is None
+    assert vacuous.tests == zig_answers.VACUOUS_TESTS.strip() and right.id != wrong.id
+    assert program.tests is None and program.expect.stdout == f"{zig_answers.value_of('Values > Integers')}\n"
+    assert double.tests is None and double.expect is None and double.meta["tests_ignored"] == "none"
+    assert '"tests"' in sent and "expected_stdout" in sent and "std.io.getStdOut()" in sent

@@ -91,3 +91,31 @@ def test_vacuous_tests_without_repairs_are_demoted_and_min_evidence_drops_them(t
     vacuous = Store(tmp_path / "out" / "store").get_pair(_by_word(rejected, "(vacuous tests)")["id"])
     assert vacuous.evidence == "ran" and vacuous.meta["vacuity"]["status"] == "vacuous"
     assert vacuous.meta["vacuity"]["stub_verdict"] == "ok" and "stub" in vacuous.meta["vacuity"]["demoted"]
+
+
+def test_hidden_and_stub_checks_share_compiles() -> None:
+    """The agent alone with the real validator (no cache): two triplets are four test-mode checks, batched."""
+    from doctune.agents.checking import check_pairs
+    from doctune.agents.validator import Validator
+    from doctune.schemas import Pair
+    from doctune.settings import ValidatorSettings
+
+    def triplet(pid: str, tests: str) -> Pair:
+        return Pair(id=pid, section_id="s", heading_path="H", source="d.md", instruction="Write triple.",
+                    response=zig_answers.zig(zig_answers.triple_fn()), generator="llm:m", tests=tests)
+
+    pairs = [triplet("good", zig_answers.triple_tests(5)), triplet("weak", zig_answers.VACUOUS_TESTS)]
+
+    async def go() -> tuple[object, int]:
+        validator = Validator(ValidatorSettings(cache=False, concurrency=1))  # one batch (else one per core)
+        try:
+            checked = await check_pairs(pairs, validator.validate_many, can_repair=False)
+        finally:
+            await validator.aclose()
+        return checked, validator.executions
+
+    checked, compiles = asyncio.run(go())
+    assert (checked.accepted, checked.failing) == (["good", "weak"], [])
+    assert (pairs[0].evidence, pairs[1].evidence) == ("tested", "ran")
+    assert pairs[0].verdict.tests.passed == 2 and pairs[1].meta["vacuity"]["status"] == "vacuous"
+    assert compiles == 1, compiles  # four checks, one compile: the test batch shares it
