@@ -13,7 +13,8 @@ and store what comes back. The rules:
   accepted with the weakest evidence of its checks (``tested`` > ``ran`` > ``compiled``; no code: ``conceptual``).
   Hidden tests that still pass on the stub are vacuous: the pair goes to repair for new tests when it can, else
   it is accepted as ``ran`` (never ``tested``); a stub that cannot be judged (it does not compile: a body the
-  code needs at comptime) is recorded as inconclusive and demoted the same way.
+  code needs at comptime), or hidden tests that did not all report passed (a skipped one), are demoted the same
+  way.
 - **The repair** (``repair_request``, ``repair_one``). The model sees which hidden test failed and the trimmed
   compiler/test output, or, for vacuous tests, that they pass on a stub; a repair already made in this round (a
   retried node, a resumed run) is kept, not asked again.
@@ -183,6 +184,9 @@ def judge_pair(pair: Pair, verdicts: dict[Role, list[Verdict]], *, can_repair: b
         return PairCheck("accepted", None, "conceptual")
     evidence = weakest([evidence_of(v, pair) for v in checked])
     representative = (verdicts.get("hidden") or checked)[-1]
+    if verdicts.get("hidden") and not all_hidden_passed(pair, representative):
+        why = "not every hidden test reported that it passed (skipped, or no per-test report)"
+        return PairCheck("accepted", representative, weakest([evidence, "ran"]), {"status": "unproven", "demoted": why})
     if stub is None:
         return PairCheck("accepted", representative, evidence)
     vacuity = {"status": vacuity_of(stub), "stub_verdict": stub.verdict, "stub_tests": _counts(stub)}
@@ -193,6 +197,13 @@ def judge_pair(pair: Pair, verdicts: dict[Role, list[Verdict]], *, can_repair: b
     vacuity["demoted"] = "hidden tests pass on a stubbed solution" if vacuity["status"] == "vacuous" else (
         "the stubbed solution does not compile, so the tests' strength is unknown")
     return PairCheck("accepted", representative, weakest([evidence, "ran"]), vacuity)
+
+
+def all_hidden_passed(pair: Pair, verdict: Verdict) -> bool:
+    """The test runner reported every hidden test passed: none skipped, as many passes as hidden tests at least
+    (the solution's own tests pass too, or the verdict would not be ok)."""
+    t = verdict.tests
+    return t is not None and t.skipped == 0 and t.passed >= len(declared_test_names(pair.tests or ""))
 
 
 def _counts(v: Verdict) -> dict[str, int] | None:

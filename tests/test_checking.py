@@ -39,6 +39,8 @@ def pair(response: str = f"Here:\n\n```zig\n{SOLUTION}```\n", **kw: object) -> P
 
 
 def ok(mode: str = "test", **kw: object) -> Verdict:
+    if mode == "test":
+        kw.setdefault("tests", ZigTestCounts(passed=2))
     return Verdict(verdict="ok", mode=mode, stage="run" if mode != "obj" else "compile", **kw)
 
 
@@ -133,6 +135,13 @@ def test_vacuous_tests_go_to_repair_or_are_demoted(can_repair: bool) -> None:
         assert (r.status, r.evidence) == ("failing", "none")
     else:
         assert (r.status, r.evidence) == ("accepted", "ran") and "stub" in r.vacuity["demoted"]
+
+
+def test_hidden_tests_that_did_not_all_report_passed_prove_nothing() -> None:
+    stub = failed(["main.test.triple of 2"])
+    for counts in (ZigTestCounts(passed=1, skipped=1), ZigTestCounts(passed=1), None):
+        r = judge_pair(pair(tests=TESTS), {"hidden": [ok(tests=counts)], "stub": [stub]}, can_repair=True)
+        assert (r.status, r.evidence, r.vacuity["status"]) == ("accepted", "ran", "unproven"), counts
 
 
 def test_vacuity_of_the_stubs_verdict() -> None:
