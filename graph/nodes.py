@@ -12,6 +12,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 
 from doctune.agents.checking import check_pairs, code_hash, rejection_reason, repair_one
+from doctune.agents.generator import PairGenerator
 from doctune.graph.context import Context, aresolve, resolve
 from doctune.graph.names import CURATE, SECTION
 from doctune.graph.state import RunState, SectionResult, SectionState
@@ -81,19 +82,21 @@ async def validate(state: SectionState, runtime: Runtime[Context]) -> dict[str, 
     """Check the pending pairs (every Zig block, hidden tests and their vacuity); split them by outcome."""
     ctx = await aresolve(runtime.context)
     pairs = await ctx.astore.get_pairs(state.get("pending", []))
-    validator = await ctx.aget_validator()
-    checked = await check_pairs(pairs, validator.validate_many, can_repair=_can_repair(ctx, state))
+    validator, gen = await ctx.aget_validator(), await ctx.aget_generator()  # built off the event loop
+    checked = await check_pairs(pairs, validator.validate_many, can_repair=_can_repair(gen, ctx, state))
     await ctx.astore.put_pairs(pairs)
     return {"accepted": checked.accepted, "failing": checked.failing, "rejected": checked.rejected, "pending": []}
 
 
-def _can_repair(ctx: Context, state: SectionState) -> bool:
-    return ctx.get_generator().can_repair and state.get("attempt", 0) < ctx.settings.generator.max_repairs
+def _can_repair(gen: PairGenerator, ctx: Context, state: SectionState) -> bool:
+    """Whether a failing pair of this round goes to repair (validate and the router must agree)."""
+    return gen.can_repair and state.get("attempt", 0) < ctx.settings.generator.max_repairs
 
 
 def route_after_validate(state: SectionState, runtime: Runtime[Context]) -> Literal["repair", "finish"]:
     ctx = resolve(runtime.context)  # a router runs after a node resolved the context: cached, no I/O
-    return "repair" if state.get("failing") and _can_repair(ctx, state) and not state.get("error") else "finish"
+    can = _can_repair(ctx.get_generator(), ctx, state)
+    return "repair" if state.get("failing") and can and not state.get("error") else "finish"
 
 
 async def repair(state: SectionState, runtime: Runtime[Context]) -> dict[str, Any]:
