@@ -20,7 +20,8 @@ from doctune.schemas import Pair
 from doctune.settings import Settings
 from doctune.store import FILE_MODE, Store
 
-DATASET_COLUMNS = ("messages", "id", "section_id", "heading_path", "source", "generator", "evidence")
+DATASET_COLUMNS = ("messages", "id", "section_id", "heading_path", "source", "generator", "evidence", "tests",
+                   "expect_stdout")  # a triplet's hidden tests / a program's stdout: what GRPO's reward checks
 
 
 def pair_record(p: Pair) -> dict[str, Any]:

@@ -65,6 +65,12 @@ def test_triplets_are_tested_repaired_and_exported(tmp_path: Path, cache: Path) 
     assert (right["repairs"], wrong["repairs"], vacuous["repairs"]) == (0, 1, 1)
     assert zig_answers.WRONG_MARK not in wrong["messages"][1]["content"]
     assert program["evidence"] == "ran" and program["expect_stdout"].endswith("\n") and program["tests"] is None
+    from datasets import load_from_disk  # the HF dataset carries them too (GRPO's reward reads them)
+
+    # One section: every row is on the train side (the empty test split does not load back, a known gap).
+    rows_ds = list(load_from_disk(str(tmp_path / "out" / "dataset" / "train")))
+    assert sorted(bool(r["tests"]) for r in rows_ds) == [False, True, True, True]
+    assert [r["expect_stdout"] for r in rows_ds if r["expect_stdout"]] == [program["expect_stdout"]]
 
     # The repair prompts: the failing hidden test by name with the test output; vacuous tests called so.
     [failed] = [t for t in repairs if "first try wrong" in t]
