@@ -228,6 +228,14 @@ def oversample(pairs: list[Pair], times: int) -> list[Pair]:
 # ---------------------------------------------------------------- the curator
 
 
+def below_min_evidence(pair: Pair, minimum: str | None) -> str | None:
+    """Why ``pair`` is dropped by ``curator.min_evidence`` (None: it is kept)."""
+    if minimum is None or EVIDENCE_RANK.get(pair.evidence, 0) >= EVIDENCE_RANK[minimum]:
+        return None
+    return f"below_min_evidence: {pair.evidence} < {minimum}"
+
+
+
 def _preference(pair: Pair) -> tuple[int, str]:
     """Which of two duplicates to keep: stronger evidence first, then a stable id order (not arrival order,
     which Send fan-out makes nondeterministic)."""
@@ -277,7 +285,8 @@ async def _judge_all(pairs: list[Pair], judge: Judge, settings: Settings, result
 
 async def curate(pairs: list[Pair], settings: Settings, *, eval_prompts: list[str],
                  judge: Judge | None = None, extra: list[Pair] | None = None) -> CurationResult:
-    """Decontaminate, deduplicate and (optionally) judge ``pairs``; merge the hand-written extra pairs.
+    """Drop pairs below ``curator.min_evidence``, decontaminate, deduplicate and (optionally) judge ``pairs``;
+    merge the hand-written extra pairs (not validated, so ``min_evidence`` does not apply to them).
 
     ``judge``: pass one to score pairs (conceptual answers checked against their section when it was built with
     ``section_text``); with ``curator.judge`` set and no judge given, one is built from ``settings.llm``.
@@ -290,7 +299,7 @@ async def curate(pairs: list[Pair], settings: Settings, *, eval_prompts: list[st
     order = {p.id: i for i, p in enumerate(pairs)}
     survivors = []
     for p in pairs:
-        why = decon.check(p) if decon else None
+        why = below_min_evidence(p, cs.min_evidence) or (decon.check(p) if decon else None)
         if why:
             result.dropped.append((p, why))
         else:

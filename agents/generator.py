@@ -1,31 +1,29 @@
-"""The pair-generator interface the graph calls, and the factory that picks one from settings.
+"""The pair-generator interface the graph calls, its typed results, and the factory that picks one from settings.
 
 Two implementations: the offline doc-example generator (default, no LLM) and the LLM agent
-(`doctune.agents.llm_generator`). A generator makes pairs for a section and may repair a failing pair.
+(`doctune.agents.llm_generator`). A generator makes pairs for a section (``GenerationResult``) and may repair a
+failing pair (``RepairResult``); what the model botched comes back as data (rejected pairs, ``error``), never as
+attributes to look up afterwards. Endpoint failures stay exceptions: they are the infrastructure's, not the pair's.
+
+The result types live in `doctune.agents.generator_types` (shared with the LLM generator without a cycle).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from doctune.agents import doc_examples
-from doctune.core.schemas import Pair, Section, Verdict
+from doctune.agents.generator_types import (
+    GenerationResult,
+    PairGenerator,
+    RejectedPair,
+    RepairRequest,
+    RepairResult,
+)
+from doctune.core.schemas import Pair, Section
 
 if TYPE_CHECKING:
     from doctune.core.settings import Settings
-
-
-class PairGenerator(Protocol):
-    name: str
-    can_repair: bool
-
-    async def generate(self, section: Section) -> list[Pair]:
-        """Pairs grounded in the section (may be empty)."""
-        ...
-
-    async def repair(self, pair: Pair, verdict: Verdict) -> Pair | None:
-        """A new version of a failing pair, given the validator's verdict; None if it cannot repair."""
-        ...
 
 
 class DocExampleGenerator:
@@ -37,11 +35,11 @@ class DocExampleGenerator:
     def __init__(self, settings: Settings):
         self.min_chars = settings.generator.min_section_chars
 
-    async def generate(self, section: Section) -> list[Pair]:
-        return doc_examples.make_pairs(section)
+    async def generate(self, section: Section) -> GenerationResult:
+        return GenerationResult(pairs=doc_examples.make_pairs(section), passes=1)
 
-    async def repair(self, pair: Pair, verdict: Verdict) -> Pair | None:
-        return None
+    async def repair(self, pair: Pair, request: RepairRequest) -> RepairResult:
+        return RepairResult(error="the doc-example generator cannot rewrite code")
 
 
 def generator_kind(settings: Settings) -> str:
@@ -58,3 +56,7 @@ def make_generator(settings: Settings) -> PairGenerator:
 
         return LLMGenerator(settings)
     return DocExampleGenerator(settings)
+
+
+__all__ = ["DocExampleGenerator", "GenerationResult", "PairGenerator", "RejectedPair", "RepairRequest",
+           "RepairResult", "generator_kind", "make_generator"]

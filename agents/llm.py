@@ -215,6 +215,14 @@ def raw_text(msg: Any) -> str:
     return content or ""
 
 
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
 _OUTER_FENCE = re.compile(r"^\s*```[\w-]*\s*\n(?P<body>.*)\n\s*```\s*$", re.S)
 
 
@@ -354,12 +362,14 @@ class StructuredCaller:
 
     def _check(self, schema: type[T], out: dict[str, Any]) -> tuple[T | None, str]:
         msg = out["raw"]
-        if isinstance(out.get("parsed"), dict):
+        text = raw_text(msg)
+        # LangChain's JSON parser also "rescues" broken JSON by closing what is open (a cut string, a missing
+        # field): such an answer is not what the model meant, so its parse counts only when the text is JSON.
+        if isinstance(out.get("parsed"), dict) and _is_json(text):
             try:
                 return schema.model_validate(out["parsed"]), ""
             except ValidationError:
                 pass  # parse_lenient below says what is wrong (and may still rescue a bare list)
-        text = raw_text(msg)
         finish = (getattr(msg, "response_metadata", None) or {}).get("finish_reason")
         try:
             return parse_lenient(schema, text), ""

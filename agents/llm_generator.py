@@ -1,10 +1,12 @@
 """The LLM QA-generator agent: section -> instruction/response pairs, and repair of a pair that failed validation.
 
 Defines the output schemas the model fills (``GeneratedPair``, ``GeneratedPairs``, ``RepairedAnswer``),
-``generate_pairs`` (first pass + continuation passes for long sections), ``repair_pair`` (instruction, code and
-trimmed compiler output back to the model) and ``LLMGenerator`` (the ``PairGenerator`` the graph calls).
-Pairs that cannot be validated (empty fields, a code task without a ```zig block) are rejected here, with the
-reason, before validation. No LangGraph here: the graph wires these functions.
+``generate_pairs`` (first pass + continuation passes for long sections), ``repair_pair`` (instruction, code, what
+failed and the trimmed compiler/test output back to the model) and ``LLMGenerator`` (the ``PairGenerator`` the
+graph calls). A code task is a triplet: instruction, solution (in the response) and, apart from it, hidden `test`
+blocks that call the solution (``Pair.tests``; "tests" without a `test` block are ignored, kept in
+``meta["tests_ignored"]``) or a program's exact stdout (``Pair.expect``). Pairs that cannot be validated (empty
+fields, a code task without a ```zig block) are rejected here, with the reason, before validation. No LangGraph here: the graph wires these functions.
 """
 
 from __future__ import annotations
@@ -16,20 +18,23 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, Field
 
 from doctune import prompts
+from doctune.agents.generator_types import GenerationResult, RejectedPair, RepairRequest, RepairResult
 from doctune.agents.limits import RequestLimit
 from doctune.agents.llm import GenerationError, RateLimiter, StructuredCaller, Usage, is_transient
-from doctune.core.schemas import Pair, Section, Verdict, extract_zig_blocks, sha256
+from doctune.core.schemas import Expect, Pair, Section, extract_zig_blocks, sha256
 from doctune.core.settings import Settings
 from doctune.core.zig import EXPECTED_VERSION as ZIG_VERSION
+from doctune.executors.zigsrc import classify
+from doctune.executors.zigstub import declared_test_names
 
 __all__ = ["GeneratedPair", "GeneratedPairs", "GenerationError", "GenerationResult", "LLMGenerator",
            "RepairedAnswer", "generate_pairs", "is_transient", "repair_pair"]
 
 GENERATE_TEMPLATES = ("generate_system", "generate_user", "format_feedback")
 REPAIR_TEMPLATES = ("generate_system", "repair", "format_feedback")
-PAIRS_SHAPE = '{"pairs": [{"instruction": "...", "response": "...", "kind": "code" or "conceptual"}]}'
-REPAIR_SHAPE = '{"response": "..."}'
-MAX_FEEDBACK_CHARS = 4000  # compiler output sent back for repair (the first errors matter most)
+PAIRS_SHAPE = ('{"pairs": [{"instruction": "...", "response": "...", "kind": "code" or "conceptual", '
+               '"tests": "...", "expected_stdout": "..."}]}')
+REPAIR_SHAPE = '{"response": "...", "tests": "..."}'
 
 
 class GeneratedPair(BaseModel):
@@ -43,6 +48,14 @@ class GeneratedPair(BaseModel):
     kind: Literal["code", "conceptual"] = Field(
         description="'code' for a task whose answer contains Zig code, 'conceptual' for a prose question."
     )
+    tests: str = Field(
+        "", description="Code task whose solution defines functions or types: hidden Zig `test` blocks that call "
+        "them and check the results with std.testing (not shown in the response). Empty otherwise.",
+    )
+    expected_stdout: str = Field(
+        "", description="Code task whose solution is a program (`pub fn main`) writing to stdout: exactly what it "
+        "prints, final newline included. Empty otherwise.",
+    )
 
 
 class GeneratedPairs(BaseModel):
@@ -55,22 +68,7 @@ class RepairedAnswer(BaseModel):
     """The model's corrected answer to a failing pair (the instruction stays the same)."""
 
     response: str = Field(description="The corrected answer: short explanation and the whole code in one ```zig block.")
-
-
-class RejectedPair(BaseModel):
-    pair: Pair
-    reason: str
-
-
-class GenerationResult(BaseModel):
-    """What generating one section produced."""
-
-    pairs: list[Pair] = Field(default_factory=list, description="Usable pairs, ready for validation.")
-    rejected: list[RejectedPair] = Field(default_factory=list, description="Pairs dropped before validation.")
-    usage: Usage = Field(default_factory=Usage, description="Tokens of every call for this section.")
-    passes: int = Field(0, description="Generation passes made (1 + continuations).")
-    errors: list[str] = Field(default_factory=list, description="Continuation passes that failed (non-fatal).")
-    prompt_hash: str = ""
+    tests: str = Field("", description="Only when asked for new hidden tests: the new Zig `test` blocks. Else empty.")
 
 
 def prompt_hash() -> str:
@@ -83,10 +81,17 @@ def _code_count(n: int, settings: Settings) -> int:
 
 def _to_pair(g: GeneratedPair, section: Section, settings: Settings, phash: str, n_pass: int) -> tuple[Pair, str | None]:
     """Our Pair from the model's, and why it must be dropped before validation (None = usable)."""
-    instruction, response = g.instruction.strip(), g.response.strip()
-    has_code = bool(extract_zig_blocks(response))
+    instruction, response, tests = g.instruction.strip(), g.response.strip(), g.tests.strip()
+    blocks = extract_zig_blocks(response)
+    has_code = bool(blocks)
+    meta: dict[str, Any] = {"pass": n_pass, "declared_kind": g.kind}
+    if tests and not (has_code and declared_test_names(tests)):  # "none", "N/A", prose: no hidden tests at all
+        meta["tests_ignored"] = tests[:200]
+        tests = ""
+    program = has_code and classify(max(blocks, key=len)) in ("run", "both")
+    stdout = g.expected_stdout if g.expected_stdout.strip() and program else None
     pair = Pair(
-        id="l-" + sha256(f"{section.id}|{instruction}|{response}"),
+        id="l-" + sha256(f"{section.id}|{instruction}|{response}" + (f"|{tests}" if tests else "")),
         section_id=section.id,
         heading_path=section.heading_path,
         source=section.source,
@@ -95,7 +100,9 @@ def _to_pair(g: GeneratedPair, section: Section, settings: Settings, phash: str,
         kind="code" if has_code else "conceptual",  # what the answer is, whatever the model called it
         generator=f"llm:{settings.llm.model}",
         prompt_hash=phash,
-        meta={"pass": n_pass, "declared_kind": g.kind},
+        tests=tests or None,
+        expect=Expect(stdout=stdout) if stdout is not None else None,
+        meta=meta,
     )
     if not instruction or not response:
         return pair, "empty instruction or response"
@@ -198,31 +205,19 @@ def _spread_usage(result: GenerationResult) -> None:
         p.meta["usage"] = share
 
 
-def _feedback(verdict: Verdict) -> str:
-    text = verdict.stderr.strip()
-    if verdict.verdict == "wrong_output":
-        text = f"{text}\nThe program printed:\n{verdict.stdout}".strip()
-    if verdict.verdict == "timeout":
-        text = text or "The program did not finish in time (infinite loop or waiting for input?)."
-    if len(text) > MAX_FEEDBACK_CHARS:
-        text = text[:MAX_FEEDBACK_CHARS].rsplit("\n", 1)[0] + "\n... (output trimmed)"
-    return text
-
-
-async def repair_pair(pair: Pair, verdict: Verdict, settings: Settings, *, attempt: int = 1,
+async def repair_pair(pair: Pair, request: RepairRequest, settings: Settings, *, attempt: int = 1,
                       caller: StructuredCaller | None = None) -> Pair:
-    """A new version of ``pair`` whose code the model fixed from the compiler's/tests' output.
+    """A new version of ``pair`` that the model fixed from ``request`` (what failed, the compiler's/tests' output).
 
-    The instruction stays; the response is replaced; ``meta["usage"]`` holds this call's tokens and
-    ``meta["feedback"]`` the output that was sent. Raises GenerationError when the answer is unusable or has no
-    ```zig block.
+    The instruction stays; the response is replaced; a triplet's hidden tests stay unless the request asks for
+    new ones (vacuous tests). ``meta["usage"]`` holds this call's tokens and ``meta["feedback"]`` what was sent.
+    Raises GenerationError when the answer is unusable, has no ```zig block, or lacks the new tests it was asked for.
     """
     caller = caller or StructuredCaller(settings.llm, format_retries=settings.generator.format_retries)
-    feedback = _feedback(verdict)
     user = prompts.render(
         "repair", zig_version=ZIG_VERSION, instruction=pair.instruction, response=pair.response,
-        verdict=verdict.verdict, compiler_output=feedback,
-        expected_stdout=pair.expect.stdout if pair.expect else None,
+        problem=request.problem, compiler_output=request.feedback, tests=pair.tests,
+        rewrite_tests=request.rewrite_tests, expected_stdout=pair.expect.stdout if pair.expect else None,
     )
     rhash = prompts.template_hash(*REPAIR_TEMPLATES)
     cfg = {"run_name": "llm:repair", "tags": [f"section:{pair.section_id}", f"pair:{pair.id}"],
@@ -230,12 +225,17 @@ async def repair_pair(pair: Pair, verdict: Verdict, settings: Settings, *, attem
                         "section_id": pair.section_id}}
     msgs = [SystemMessage(content=prompts.render("generate_system", zig_version=ZIG_VERSION)), HumanMessage(content=user)]
     answer, usage, _ = await caller.call(RepairedAnswer, msgs, shape=REPAIR_SHAPE, config=cfg)
-    response = answer.response.strip()
+    response, tests = answer.response.strip(), pair.tests
     if not extract_zig_blocks(response):
         raise GenerationError("the repaired answer has no ```zig block", raw=response, usage=usage)
+    if request.rewrite_tests:
+        tests = answer.tests.strip()
+        if not declared_test_names(tests):
+            raise GenerationError("new hidden tests were asked for and the answer has no `test` block",
+                                  raw=answer.tests, usage=usage)
     return pair.model_copy(update={
-        "response": response, "kind": "code", "verdict": None, "evidence": "none",
-        "meta": {**pair.meta, "usage": usage.as_meta(), "repair_prompt_hash": rhash, "feedback": feedback},
+        "response": response, "kind": "code", "verdict": None, "evidence": "none", "tests": tests,
+        "meta": {**pair.meta, "usage": usage.as_meta(), "repair_prompt_hash": rhash, "feedback": request.feedback},
     }, deep=True)
 
 
@@ -256,11 +256,10 @@ class LLMGenerator:
             in_flight=RequestLimit(settings.generator.concurrency),
         )
         self.usage = Usage()
-        self.last_repair_error: dict[str, str] = {}  # pair id -> why its last repair gave nothing usable
         for name in prompts.names():  # read the templates here (built off the event loop), not in a node
             prompts.source(name)
 
-    async def generate_result(self, section: Section, covered: Sequence[str] = ()) -> GenerationResult:
+    async def generate(self, section: Section, covered: Sequence[str] = ()) -> GenerationResult:
         try:
             result = await generate_pairs(section, self.settings, covered=covered, caller=self.caller)
         except GenerationError as e:
@@ -272,16 +271,13 @@ class LLMGenerator:
     async def aclose(self) -> None:
         await self.caller.aclose()
 
-    async def generate(self, section: Section) -> list[Pair]:
-        return (await self.generate_result(section)).pairs
-
-    async def repair(self, pair: Pair, verdict: Verdict) -> Pair | None:
-        """None when the model's repair is unusable (the reason is kept in ``last_repair_error``)."""
+    async def repair(self, pair: Pair, request: RepairRequest) -> RepairResult:
+        """The repaired pair, or (an unusable answer) why there is none; endpoint failures raise."""
         try:
-            new = await repair_pair(pair, verdict, self.settings, attempt=len(pair.attempts), caller=self.caller)
+            new = await repair_pair(pair, request, self.settings, attempt=len(pair.attempts), caller=self.caller)
         except GenerationError as e:
             self.usage = self.usage + e.usage
-            self.last_repair_error[pair.id] = str(e)
-            return None
-        self.usage = self.usage + Usage(**new.meta["usage"])
-        return new
+            return RepairResult(usage=e.usage, error=str(e))
+        usage = Usage(**new.meta["usage"])
+        self.usage = self.usage + usage
+        return RepairResult(pair=new, usage=usage)

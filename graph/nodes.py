@@ -10,7 +10,9 @@ from typing import Any, Literal, TypeVar
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
-from doctune.core.schemas import EVIDENCE_RANK, Attempt, Evidence, Pair, Verdict, extract_zig_blocks, sha256
+from doctune.agents.checking import check_pairs, code_hash, rejection_reason, repair_one
+from doctune.agents.generator import PairGenerator
+from doctune.core.schemas import Attempt
 from doctune.graph.context import Context, aresolve, resolve
 from doctune.graph.names import CURATE, SECTION
 from doctune.graph.state import RunState, SectionResult, SectionState
@@ -48,8 +50,8 @@ def fan_out(state: RunState) -> list[Send] | Literal["curate"]:
 async def generate(state: SectionState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Ask the generator for pairs grounded in the section; store them; queue them for validation.
 
-    Pairs the LLM generator dropped before validation (no ```zig block, empty, duplicate, an unusable answer with
-    its raw text) are stored too and recorded as rejected with their reason. An endpoint that keeps failing
+    Pairs the generator dropped before validation (no ```zig block, empty, duplicate, an unusable answer with its
+    raw text) are stored too and recorded as rejected with their reason. An endpoint that keeps failing
     (transient errors after every retry) ends the section with `error` set; a refused key or model (AccessError)
     stops the whole run.
     """
@@ -58,133 +60,91 @@ async def generate(state: SectionState, runtime: Runtime[Context]) -> dict[str, 
     if len(section.text) < ctx.settings.generator.min_section_chars:
         return {"pending": [], "generated": 0, "attempt": 0}
     gen = await ctx.aget_generator()
-    rejected: list[dict[str, str]] = []
     try:
-        if hasattr(gen, "generate_result"):  # the LLM agent: also says what it dropped, and the tokens
-            result = await _named_run(f"generate: {_label(section)}", section.id, partial(gen.generate_result, section))
-            pairs, tokens = result.pairs, {"input": result.usage.input, "output": result.usage.output}
-            for r in result.rejected:
-                r.pair.attempts.append(Attempt(n=0, code_hash=_code_hash(r.pair)))
-                rejected.append({"pair_id": r.pair.id, "reason": r.reason})
-            await ctx.astore.put_pairs([r.pair for r in result.rejected])
-        else:
-            pairs = await _named_run(f"generate: {_label(section)}", section.id, partial(gen.generate, section))
-            tokens = _tokens(pairs)
+        result = await _named_run(f"generate: {_label(section)}", section.id, partial(gen.generate, section))
     except Exception as e:
         if not _section_failure(e, runtime):
             raise
         usage = getattr(e, "usage", None)
         tokens = {"input": getattr(usage, "input", 0), "output": getattr(usage, "output", 0)}
         return {"pending": [], "generated": 0, "attempt": 0, "tokens": tokens, "error": _describe("generate", e)}
-    if ctx.settings.generator.require_code:
-        pairs = [p for p in pairs if p.code_blocks()]
-    for p in pairs:
-        p.attempts.append(Attempt(n=0, code_hash=_code_hash(p)))
-    await ctx.astore.put_pairs(pairs)
+    pairs = [p for p in result.pairs if p.code_blocks() or not ctx.settings.generator.require_code]
+    for p in [*pairs, *(r.pair for r in result.rejected)]:
+        p.attempts.append(Attempt(n=0, code_hash=code_hash(p)))
+    await ctx.astore.put_pairs([*pairs, *(r.pair for r in result.rejected)])
+    rejected = [{"pair_id": r.pair.id, "reason": r.reason} for r in result.rejected]
     return {"pending": [p.id for p in pairs], "generated": len(pairs) + len(rejected), "attempt": 0,
-            "tokens": tokens, "rejected": rejected}
+            "tokens": result.tokens(), "rejected": rejected}
 
 
 async def validate(state: SectionState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Compile and run every Zig block of the pending pairs; split them into accepted and failing."""
-    from doctune.agents.validator import BlockInput
-
+    """Check the pending pairs (every Zig block, hidden tests and their vacuity); split them by outcome."""
     ctx = await aresolve(runtime.context)
     pairs = await ctx.astore.get_pairs(state.get("pending", []))
-    items: list[BlockInput] = []
-    owners: list[int] = []
-    for i, p in enumerate(pairs):
-        for j, code in enumerate(blocks_to_check(p)):
-            items.append(BlockInput(id=f"{p.id}#{j}", code=code, expect=p.expect, mode=_mode_for(p)))
-            owners.append(i)
-    verdicts = await (await ctx.aget_validator()).validate_many(items) if items else []
-    per_pair: dict[int, list[Verdict]] = {}
-    for i, v in zip(owners, verdicts, strict=True):
-        per_pair.setdefault(i, []).append(v)
-    accepted, failing, infra = [], [], []
-    for i, p in enumerate(pairs):
-        vs = per_pair.get(i, [])
-        # An executor fault (after the validator's own retries) says nothing about the code: never repair it.
-        bad = next((v for v in vs if v.verdict == "infra_error"), None) or next((v for v in vs if not v.passed), None)
-        p.verdict = bad or (vs[-1] if vs else None)
-        p.evidence = _weakest_evidence(vs) if bad is None else "none"
-        if p.attempts:
-            p.attempts[-1].verdict = p.verdict.verdict if p.verdict else None
-        if bad is None:
-            accepted.append(p.id)
-        elif bad.verdict == "infra_error":
-            infra.append({"pair_id": p.id, "reason": "infra_error"})
-        else:
-            failing.append(p.id)
+    validator, gen = await ctx.aget_validator(), await ctx.aget_generator()  # built off the event loop
+    checked = await check_pairs(pairs, validator.validate_many, can_repair=_can_repair(gen, ctx, state))
     await ctx.astore.put_pairs(pairs)
-    return {"accepted": accepted, "failing": failing, "rejected": infra, "pending": []}
+    return {"accepted": checked.accepted, "failing": checked.failing, "rejected": checked.rejected, "pending": []}
+
+
+def _can_repair(gen: PairGenerator, ctx: Context, state: SectionState) -> bool:
+    """Whether a failing pair of this round goes to repair (validate and the router must agree)."""
+    return gen.can_repair and state.get("attempt", 0) < ctx.settings.generator.max_repairs
 
 
 def route_after_validate(state: SectionState, runtime: Runtime[Context]) -> Literal["repair", "finish"]:
     ctx = resolve(runtime.context)  # a router runs after a node resolved the context: cached, no I/O
-    can = ctx.get_generator().can_repair and state.get("attempt", 0) < ctx.settings.generator.max_repairs
+    can = _can_repair(ctx.get_generator(), ctx, state)
     return "repair" if state.get("failing") and can and not state.get("error") else "finish"
 
 
 async def repair(state: SectionState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Send each failing pair back to the generator with the compiler's output (bounded by max_repairs).
+    """Send each failing pair back to the generator with what failed (bounded by max_repairs).
 
-    Each attempt keeps the feedback that was really sent. A repair the model botched rejects that pair with the
-    reason; an endpoint that fails for good ends the section with `error` (pairs accepted so far are kept).
+    A repair the model botched rejects that pair with the reason; an endpoint that fails for good ends the
+    section with `error` (pairs accepted so far are kept).
     """
     ctx = await aresolve(runtime.context)
     gen = await ctx.aget_generator()
     attempt = state.get("attempt", 0) + 1
-    pending, rejected = [], []
+    pending: list[str] = []
+    rejected: list[dict[str, str]] = []
     tokens = dict(state.get("tokens") or {"input": 0, "output": 0})
     failing = list(state.get("failing", []))
     for i, pid in enumerate(failing):
         old = await ctx.astore.get_pair(pid)
-        if old.attempts and old.attempts[-1].n == attempt:
-            # Already repaired in this round by an attempt of this node that did not finish (a retried transient
-            # error, or a killed process): keep that answer, do not ask the model again.
-            tokens = {k: tokens.get(k, 0) + v for k, v in _tokens([old]).items()}
-            pending.append(pid)
-            continue
-        assert old.verdict is not None
         try:
-            new = await _named_run(f"repair: {await _heading(ctx, state['section_id'])}", state["section_id"],
-                                   partial(gen.repair, old, old.verdict), attempt=attempt, pair_id=pid)
+            step = await _named_run(f"repair: {await _heading(ctx, state['section_id'])}", state["section_id"],
+                                    partial(repair_one, old, gen, attempt), attempt=attempt, pair_id=pid)
         except Exception as e:
             if not _section_failure(e, runtime):
                 raise
             rejected += [{"pair_id": p, "reason": f"repair_failed: {_one_line(e)}"} for p in failing[i:]]
             return {"pending": pending, "failing": [], "rejected": rejected, "attempt": attempt, "tokens": tokens,
                     "error": _describe("repair", e)}
-        if new is None:
-            why = getattr(gen, "last_repair_error", {}).get(pid)
-            rejected.append({"pair_id": pid, "reason": f"repair_failed: {why}" if why else old.verdict.verdict})
-            continue
-        new.id = old.id
-        feedback = new.meta.get("feedback", old.verdict.stderr)
-        new.attempts = [*old.attempts, Attempt(n=attempt, code_hash=_code_hash(new), feedback=feedback)]
-        for k, v in _tokens([new]).items():
-            tokens[k] = tokens.get(k, 0) + v
-        await ctx.astore.put_pairs([new])
-        pending.append(pid)
+        tokens = {k: tokens.get(k, 0) + step.tokens.get(k, 0) for k in ("input", "output")}
+        if step.pair is not None:
+            await ctx.astore.put_pairs([step.pair])
+        if step.pending:
+            pending.append(pid)
+        elif step.rejected:
+            rejected.append({"pair_id": pid, "reason": step.rejected})
     return {"pending": pending, "failing": [], "rejected": rejected, "attempt": attempt, "tokens": tokens}
 
 
 async def finish(state: SectionState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Reject what still fails and hand one small result back to the run."""
     ctx = await aresolve(runtime.context)
-    rejected = list(state.get("rejected", []))
-    for p in await ctx.astore.get_pairs(list(state.get("failing", []))):
-        rejected.append({"pair_id": p.id, "reason": p.verdict.verdict if p.verdict else "no_verdict"})
+    failing = await ctx.astore.get_pairs(list(state.get("failing", [])))
+    rejected = [*state.get("rejected", []), *({"pair_id": p.id, "reason": rejection_reason(p)} for p in failing)]
     accepted = await ctx.astore.get_pairs(list(state.get("accepted", [])))
-    repairs = {p.id: len(p.attempts) - 1 for p in accepted}
     section = await ctx.astore.get_section(state["section_id"])
     result = SectionResult(
         section_id=state["section_id"],
         generated=state.get("generated", 0),
         accepted=list(state.get("accepted", [])),
         rejected=rejected,
-        repairs=repairs,
+        repairs={p.id: len(p.attempts) - 1 for p in accepted},
         tokens=dict(state.get("tokens") or {"input": 0, "output": 0}),
         error=state.get("error") or _infra_error(rejected),
         source=section.source,
@@ -341,41 +301,6 @@ def _judge(ctx: Context) -> Any:
 
     store = ctx.store
     return Judge(ctx.settings, section_text=lambda sid: store.get_section(sid).text)
-
-
-def blocks_to_check(pair: Pair) -> list[str]:
-    """The Zig blocks whose behaviour the pair claims: the response's, else (for 'what happens' pairs) the
-    instruction's."""
-    blocks = pair.code_blocks()
-    if not blocks and pair.expect is not None:
-        blocks = extract_zig_blocks(pair.instruction)
-    return blocks
-
-
-def _mode_for(pair: Pair) -> str:
-    """'auto' (the validator classifies; fragments are type-checked in a wrapper), except for pairs that claim a
-    failure: those must be reproduced exactly the way the doc ran them (e.g. `zig build-obj`)."""
-    if pair.expect is not None and pair.expect.outcome != "ok":
-        return pair.meta.get("mode", "auto")
-    return "auto"
-
-
-def _code_hash(pair: Pair) -> str | None:
-    blocks = pair.code_blocks()
-    return sha256("\n".join(blocks)) if blocks else None
-
-
-def _tokens(pairs: list[Pair]) -> dict[str, int]:
-    usage = [p.meta.get("usage") or {} for p in pairs]
-    return {"input": sum(u.get("input", 0) for u in usage), "output": sum(u.get("output", 0) for u in usage)}
-
-
-
-
-def _weakest_evidence(verdicts: list[Verdict]) -> Evidence:
-    if not verdicts:
-        return "none"
-    return min((v.evidence for v in verdicts), key=EVIDENCE_RANK.__getitem__)
 
 
 def _eval_prompts(ctx: Context) -> list[str]:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from doctune.agents.generator import DocExampleGenerator
-from doctune.core.schemas import Pair, Section, extract_zig_blocks
+from doctune.agents.generator import DocExampleGenerator, GenerationResult
+from doctune.core.schemas import Section, extract_zig_blocks
 from doctune.core.settings import load_settings
 from doctune.graph.context import Context
 from doctune.graph.driver import run_pipeline
@@ -81,6 +81,25 @@ def test_accepted_code_really_runs(sample_run, tmp_path: Path) -> None:
         assert res.returncode == 0, res.stderr.decode(errors="replace")
 
 
+@pytest.mark.slow  # ~90 s of cold compiles on 2 cores
+def test_langref_pairs_carry_evidence_levels(tmp_path: Path, cache_dir: Path, langref_path: Path) -> None:
+    """The offline generator on the language reference's first sections: examples with `test` blocks are
+    `tested`, programs `ran` (Hello World with its stated stdout), fragments and expected compile errors
+    `compiled`."""
+    out = tmp_path / "out"
+    s = asyncio.run(run_pipeline([str(langref_path)], out, _settings(cache_dir), max_sections=24,
+                                 show_progress=False))
+    rows = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
+    assert s.accepted == len(rows) >= 10
+    by_mode = {(r["verdict"]["mode"], r["verdict"]["compiled_only"]) for r in rows if r["evidence"] == "compiled"}
+    assert {r["evidence"] for r in rows} == {"tested", "ran", "compiled"}, rows
+    assert all(r["evidence"] == "tested" for r in rows if r["verdict"]["mode"] == "test"
+               and r["heading_path"] == "Zig Test")
+    hello = next(r for r in rows if r["heading_path"] == "Hello World" and r["expect_stdout"])
+    assert hello["evidence"] == "ran" and hello["expect_stdout"] == "Hello, world!\n"
+    assert ("obj", False) in by_mode or ("obj", True) in by_mode
+
+
 def test_broken_example_is_rejected_with_compiler_message(tmp_path: Path, cache_dir: Path) -> None:
     doc = tmp_path / "doc.md"
     doc.write_text(
@@ -105,7 +124,7 @@ class CountingGenerator(DocExampleGenerator):
         self.calls: Counter[str] = Counter()
         self.fail_on = fail_on
 
-    async def generate(self, section: Section) -> list[Pair]:
+    async def generate(self, section: Section) -> GenerationResult:
         self.calls[section.id] += 1
         if section.id == self.fail_on:
             self.fail_on = None

@@ -8,6 +8,8 @@ import time
 import openai
 import pytest
 
+from doctune.agents.checking import repair_request
+from doctune.agents.generator import RepairRequest
 from doctune.agents.llm import (
     GenerationError,
     RateLimiter,
@@ -180,7 +182,7 @@ def test_a_refusal_stops_every_later_and_concurrent_call() -> None:
 
         async def all_at_once() -> list[BaseException | object]:
             try:
-                return await asyncio.gather(*(gen.generate_result(section()) for _ in range(6)),
+                return await asyncio.gather(*(gen.generate(section()) for _ in range(6)),
                                             return_exceptions=True)
             finally:
                 await gen.aclose()
@@ -199,8 +201,8 @@ def test_once_answered_calls_go_out_concurrently() -> None:
 
 
             try:
-                await gen.generate_result(section())  # the first answer opens the gate
-                await asyncio.gather(*(gen.generate_result(section()) for _ in range(4)))
+                await gen.generate(section())  # the first answer opens the gate
+                await asyncio.gather(*(gen.generate(section()) for _ in range(4)))
             finally:
                 await gen.aclose()
 
@@ -226,7 +228,7 @@ def test_env_fallback_for_endpoint_and_key(monkeypatch: pytest.MonkeyPatch) -> N
         monkeypatch.setenv("OPENAI_BASE_URL", srv.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
         s = load_settings(generator={"max_continuations": 0})
-        res = run(LLMGenerator(s).generate(section()))
+        res = run(LLMGenerator(s).generate(section())).pairs
     assert len(res) == 3 and srv.chat_requests()[0].headers["authorization"] == "Bearer sk-env"
 
 
@@ -234,16 +236,17 @@ def test_repair_sends_instruction_code_and_compiler_output() -> None:
     with FakeOpenAI(zig_answers.responder) as srv:
         s = settings_for(srv)
         gen = LLMGenerator(s)
-        broken = run(gen.generate(section()))[1]
-        verdict = Verdict(verdict="compile_error", stage="compile",
-                          stderr="main.zig:4:33: error: use of undeclared identifier 'missing_name'")
-        fixed = run(gen.repair(broken, verdict))
+        broken = run(gen.generate(section())).pairs[1]
+        broken.verdict = Verdict(verdict="compile_error", stage="compile",
+                                 stderr="main.zig:4:33: error: use of undeclared identifier 'missing_name'")
+        result = run(gen.repair(broken, repair_request(broken)))
         sent = messages_text(srv.chat_requests()[-1].body, "user")
+    fixed = result.pair
     assert isinstance(fixed, Pair) and fixed.id == broken.id and fixed.instruction == broken.instruction
-    assert zig_answers.BROKEN_MARK not in fixed.response and fixed.code_blocks()
+    assert zig_answers.BROKEN_MARK not in fixed.response and fixed.code_blocks() and result.error is None
     assert broken.instruction in sent and "missing_name" in sent and "undeclared identifier" in sent
-    assert fixed.meta["feedback"] == verdict.stderr and fixed.meta["usage"]["output"] > 0
-    assert gen.usage.calls == 2
+    assert fixed.meta["feedback"] == broken.verdict.stderr and fixed.meta["usage"]["output"] > 0
+    assert result.usage.output > 0 and gen.usage.calls == 2
 
 
 def test_repair_without_code_gives_none_with_reason() -> None:
@@ -252,10 +255,10 @@ def test_repair_without_code_gives_none_with_reason() -> None:
         gen = LLMGenerator(s)
         p = Pair(id="p1", section_id="s", heading_path="h", source="d", instruction="Print 1",
                  response="```zig\nbad\n```", generator="llm:fake-model")
-        assert run(gen.repair(p, Verdict(verdict="compile_error"))) is None
-        assert "no ```zig block" in gen.last_repair_error["p1"]
+        result = run(gen.repair(p, RepairRequest("compile_error", "error: x")))
+        assert result.pair is None and "no ```zig block" in result.error and result.usage.calls == 1
         with pytest.raises(GenerationError):
-            run(repair_pair(p, Verdict(verdict="compile_error"), s))
+            run(repair_pair(p, RepairRequest("compile_error", "error: x"), s))
 
 
 def test_rate_limiter_spaces_requests() -> None:
@@ -270,7 +273,7 @@ def test_rate_limiter_spaces_requests() -> None:
 
 def test_shared_caller_limits_concurrent_sections() -> None:
     async def many(gen: LLMGenerator) -> list[list[Pair]]:
-        return await asyncio.gather(*(gen.generate(section(f"H{i}")) for i in range(4)))
+        return [r.pairs for r in await asyncio.gather(*(gen.generate(section(f"H{i}")) for i in range(4)))]
 
     with FakeOpenAI(zig_answers.responder, latency=0.05) as srv:
         s = settings_for(srv)
@@ -291,3 +294,26 @@ def test_usage_cost_from_settings_prices() -> None:
     u = Usage(input=2_000_000, output=500_000, calls=3) + Usage(input=0, output=500_000, calls=1)
     assert u.calls == 4 and u.cost_usd(s.llm) == pytest.approx(1.0 + 2.0)
     assert u.as_meta() == {"input": 2_000_000, "output": 1_000_000, "calls": 4}
+
+
+def test_triplets_keep_tests_and_stdout_apart_from_the_response() -> None:
+    """The hidden tests go to Pair.tests and a program's stdout to Pair.expect, never into the response; "tests"
+    without a `test` block ("none") are no hidden tests; stdout is kept only for a program."""
+    def responder(body: dict) -> object:
+        if "instruction/response pairs" not in messages_text(body, "user"):
+            return "ok"
+        answer = zig_answers.triplet_answer("Values > Integers")
+        answer["pairs"] += [
+            {"instruction": "Write double.", "response": zig_answers.zig("pub fn double(x: i32) i32 { return 2 * x; }\n"),
+             "kind": "code", "tests": "none", "expected_stdout": "4\n"}]
+        return answer
+
+    with FakeOpenAI(responder) as srv:
+        res = run(generate_pairs(section(), settings_for(srv, pairs_per_section=5)))
+        sent = messages_text(srv.chat_requests()[0].body, "user")
+    right, wrong, vacuous, program, double = res.pairs
+    assert 'test "triple of' in right.tests and "test " not in right.response and right.expect is None
+    assert vacuous.tests == zig_answers.VACUOUS_TESTS.strip() and right.id != wrong.id
+    assert program.tests is None and program.expect.stdout == f"{zig_answers.value_of('Values > Integers')}\n"
+    assert double.tests is None and double.expect is None and double.meta["tests_ignored"] == "none"
+    assert '"tests"' in sent and "expected_stdout" in sent and "std.io.getStdOut()" in sent

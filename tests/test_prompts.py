@@ -46,9 +46,19 @@ def test_missing_variable_is_an_error_not_empty_text() -> None:
 
 def test_repair_and_judge_render() -> None:
     rep = prompts.render("repair", zig_version="0.14.0", instruction="Print 1", response="```zig\nx\n```",
-                         verdict="compile_error", compiler_output="error: use of undeclared identifier 'x'",
-                         expected_stdout="1\n")
+                         problem="compile_error", compiler_output="error: use of undeclared identifier 'x'",
+                         tests=None, rewrite_tests=False, expected_stdout="1\n")
     assert "compile error" in rep and "undeclared identifier" in rep and "must print exactly" in rep
+    assert "<tests>" not in rep and '"tests": ""' in rep
+    hidden = 'test "one" { try std.testing.expect(one() == 1); }'
+    fix = prompts.render("repair", zig_version="0.14.0", instruction="Write one()", response="```zig\nx\n```",
+                         problem="test_failure", compiler_output='Hidden test "one" failed.', tests=hidden,
+                         rewrite_tests=False, expected_stdout=None)
+    assert hidden in fix and 'Hidden test "one" failed.' in fix and "they stay as they are" in fix
+    new_tests = prompts.render("repair", zig_version="0.14.0", instruction="Write one()", response="```zig\nx\n```",
+                               problem="vacuous_tests", compiler_output="they pass on a stub", tests=hidden,
+                               rewrite_tests=True, expected_stdout=None)
+    assert "do not test its solution" in new_tests and "write new hidden tests" in new_tests
     j = prompts.render("judge", zig_version="0.14.0", instruction="Q", response="A", kind="conceptual",
                        evidence="none", section_text="DOC TEXT")
     assert "DOC TEXT" in j and "reference documentation" in j

@@ -53,7 +53,7 @@ def test_three_sections_against_doctune_serve_llm(tmp_path) -> None:
 
         async def one(sec: Section) -> str:
             try:
-                res = await gen.generate_result(sec)
+                res = await gen.generate(sec)
             except GenerationError as e:
                 assert e.raw is not None  # the model's own words are kept for the failure report
                 return "failed"

@@ -149,6 +149,10 @@ class CuratorSettings(_Part):
     judge_threshold: int = Field(70, ge=0, le=100, description="Minimum judge score to keep a pair.")
     extra_pairs: list[Path] = Field(default_factory=list, description="Hand-written pair files to merge.")
     extra_oversample: int = Field(1, ge=1, description="How many times to repeat extra pairs.")
+    min_evidence: Literal["tested", "ran", "compiled", "conceptual"] | None = Field(
+        None, description="Keep only pairs with at least this evidence (tested > ran > compiled > conceptual); "
+        "unset = keep every accepted pair.",
+    )
 
 
 class DatasetSettings(_Part):

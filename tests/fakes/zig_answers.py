@@ -63,3 +63,61 @@ def responder(body: dict[str, Any]) -> dict[str, Any] | str:
     if "instruction/response pairs" in user or "NEW instruction/response pairs" in user:
         return generate_answer(section_of(body), _COVERED.findall(user))
     return "ok"
+
+
+# ---- triplets: instruction, solution, hidden tests (or a program's exact stdout) ----------------------------
+# For each section: a right solution with tests that catch a wrong one, a wrong solution that a hidden test
+# catches (the repair prompt names that test; the repair fixes the solution), vacuous tests that pass on any body
+# (the repair prompt says so; the repair writes real tests), and a program with its exact stdout.
+WRONG_MARK = "x * 2"
+
+
+def triple_fn(wrong: bool = False) -> str:
+    return f"pub fn triple(x: i32) i32 {{\n    return {WRONG_MARK if wrong else 'x * 3'};\n}}\n"
+
+
+def triple_tests(v: int) -> str:
+    return (f'test "triple of {v}" {{\n    try std.testing.expectEqual(@as(i32, {3 * v}), triple({v}));\n}}\n'
+            'test "triple of 0" {\n    try std.testing.expectEqual(@as(i32, 0), triple(0));\n}\n')
+
+
+VACUOUS_TESTS = 'test "triple exists" {\n    try std.testing.expect(@TypeOf(triple) == fn (i32) i32);\n}\n'
+
+
+def stdout_program(v: int) -> str:
+    return ('const std = @import("std");\n\npub fn main() !void {\n'
+            f'    try std.io.getStdOut().writer().print("{{d}}\\n", .{{{v}}});\n}}\n')
+
+
+def triplet_answer(heading: str) -> dict[str, Any]:
+    v = value_of(heading)
+    ask = f"Write a Zig function `triple(x: i32) i32` about {heading} that returns three times x"
+    pairs = [
+        {"instruction": f"{ask} (right).", "response": zig(triple_fn()), "kind": "code",
+         "tests": triple_tests(v), "expected_stdout": ""},
+        {"instruction": f"{ask} (first try wrong).", "response": zig(triple_fn(wrong=True)), "kind": "code",
+         "tests": triple_tests(v + 1), "expected_stdout": ""},
+        {"instruction": f"{ask} (vacuous tests).", "response": zig(triple_fn()), "kind": "code",
+         "tests": VACUOUS_TESTS, "expected_stdout": ""},
+        {"instruction": f"Write a Zig program about {heading} that writes {v} to stdout.",
+         "response": zig(stdout_program(v)), "kind": "code", "tests": "", "expected_stdout": f"{v}\n"},
+    ]
+    return {"pairs": pairs}
+
+
+def triplet_repair(body: dict[str, Any]) -> dict[str, Any]:
+    user = messages_text(body, "user")
+    if "do not test its solution" in user:  # vacuous tests: keep the solution, write tests that call it
+        m = re.search(r"about (.+?) that returns", user)
+        return {"response": zig(triple_fn()), "tests": triple_tests(value_of(m.group(1)) if m else 1)}
+    return {"response": zig(triple_fn()), "tests": ""}
+
+
+def triplet_responder(body: dict[str, Any]) -> dict[str, Any] | str:
+    """Like ``responder``, with triplets. Usable as ``--responder tests.fakes.zig_answers:triplet_responder``."""
+    user = messages_text(body, "user")
+    if "failed when its code was checked" in user or "do not test its solution" in user:
+        return triplet_repair(body)
+    if "instruction/response pairs" in user:
+        return triplet_answer(section_of(body))
+    return responder(body)

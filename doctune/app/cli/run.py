@@ -21,6 +21,7 @@ def _overrides(
     executor: str | None,
     unsafe_no_sandbox: bool,
     train: bool | None,
+    min_evidence: str | None = None,
 ) -> dict[str, Any]:
     return {
         "generator": {"kind": generator, "concurrency": concurrency},
@@ -31,6 +32,7 @@ def _overrides(
             "sandbox": "none" if unsafe_no_sandbox else None,
         },
         "train": {"enabled": train},
+        "curator": {"min_evidence": min_evidence},
     }
 
 
@@ -104,6 +106,9 @@ def register(app: typer.Typer) -> None:
         executor: str | None = typer.Option(None, "--executor", help="local | codapi"),
         unsafe_no_sandbox: bool = typer.Option(False, "--unsafe-no-sandbox", help="Run code without bwrap."),
         train: bool | None = typer.Option(None, "--train/--no-train", help="Train + evaluate after export."),
+        min_evidence: str | None = typer.Option(
+            None, "--min-evidence", help="Keep only pairs with at least this evidence: tested | ran | compiled | "
+            "conceptual (curator.min_evidence)."),
         set_: list[str] | None = typer.Option(None, "--set", help="Any setting: section.key=value (repeatable), "
                                               "e.g. --set train.preset=cpu-smollm2."),
         as_json: bool = typer.Option(False, "--json", help="Also print the summary as JSON on stdout."),
@@ -111,6 +116,6 @@ def register(app: typer.Typer) -> None:
         """Split DOCS, generate pairs, validate every Zig block, curate and export the dataset."""
         from doctune.graph.runrecord import parse_changes
 
-        flags = _overrides(generator, model, concurrency, executor, unsafe_no_sandbox, train)
+        flags = _overrides(generator, model, concurrency, executor, unsafe_no_sandbox, train, min_evidence)
         settings = settings_from(config, **_merged(flags, parse_changes(list(set_ or []))))
         _execute(docs, out_dir, settings, max_sections, as_json)
