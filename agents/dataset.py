@@ -110,7 +110,7 @@ def split_by_section(records: list[dict[str, Any]], test_size: float, seed: int)
 
 
 def save_dataset(records: list[dict[str, Any]], out: Path, test_size: float, seed: int) -> dict[str, int]:
-    """Save a DatasetDict(train, test) to `out` (replacing it atomically)."""
+    """Save a DatasetDict(train, test) to `out` (replacing it atomically); a split without rows is left out."""
     from datasets import Dataset, DatasetDict, Features, Value
     from datasets.utils.logging import disable_progress_bar
 
@@ -128,7 +128,9 @@ def save_dataset(records: list[dict[str, Any]], out: Path, test_size: float, see
         cols = {c: [r[c] for r in rows] for c in DATASET_COLUMNS}
         return Dataset.from_dict(cols, features=features)
 
-    dd = DatasetDict({"train": ds(train), "test": ds(test)})
+    # An empty split is left out: `datasets` saves it without a data file and then cannot load it back
+    # (IndexError in load_from_disk), so a one-section run would export a dataset nobody can train on.
+    dd = DatasetDict({name: ds(rows) for name, rows in (("train", train), ("test", test)) if rows})
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".dataset-"))
     dd.save_to_disk(str(tmp))
     if out.exists():
@@ -265,7 +267,7 @@ def export_eval_tasks(run_dir: Path, out_dir: Path | None = None, *, threshold: 
     and the run's own solutions as an answers file (``eval-answers.jsonl``, for ``--model ref=answers:FILE``);
     return counts, skips by reason and the paths. Tasks near-duplicating the train split are left out."""
     data = load_dataset_dict(Path(run_dir))
-    train, test = list(data["train"]), list(data["test"])
+    train, test = list(data["train"]) if "train" in data else [], list(data["test"]) if "test" in data else []
     tasks, answers, skipped = [], [], []
     for row in test:
         task, why = eval_task(row)

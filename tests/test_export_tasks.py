@@ -183,3 +183,18 @@ def test_a_doc_example_program_is_a_task_only_when_its_prompt_names_the_output()
     assert eval_task({**row, "expect_stdout": "1\n4\n", "generator": "llm:m"})[0] is not None  # a triplet's
     assert eval_task({**row, "expect_stdout": "1 4 9 16 25\n", "evidence": "compiled"})[1].startswith(
         "stated stdout not proven")
+
+
+def test_a_one_section_run_exports_a_dataset_that_loads(tmp_path: Path) -> None:
+    """One section -> no test split. `datasets` cannot load back an empty split it saved, so the export leaves it
+    out, and training (load_splits) reads the train split alone."""
+    from doctune.agents.dataset import save_dataset
+    from doctune.trainer.data import load_splits
+
+    rows = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}],
+             "id": f"p{i}", "section_id": "only", "heading_path": "H", "source": "d.md", "generator": "g",
+             "evidence": "ran", "tests": None, "expect_stdout": None, "attempts": 1, "difficulty": "easy"}
+            for i in range(3)]
+    assert save_dataset(rows, tmp_path / "dataset", test_size=0.2, seed=0) == {"train": 3, "test": 0}
+    train, test = load_splits(tmp_path / "dataset")
+    assert len(train) == 3 and test is None
