@@ -18,7 +18,10 @@ from typing import Any
 
 from doctune.schemas import Pair
 from doctune.settings import Settings
-from doctune.store import FILE_MODE, Store
+
+_UMASK = os.umask(0)  # read the process umask (the only API sets it), then put it back
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK  # what open() would give; mkstemp's 0600 would surprise users
 
 DATASET_COLUMNS = ("messages", "id", "section_id", "heading_path", "source", "generator", "evidence")
 
@@ -115,14 +118,16 @@ def save_dataset(records: list[dict[str, Any]], out: Path, test_size: float, see
     return {"train": len(train), "test": len(test)}
 
 
-def export_run(out_dir: Path, store: Store, state: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
-    """Write every output of a run and return a small summary (paths and counts)."""
+def export_run(out_dir: Path, pairs: Mapping[str, Pair], state: Mapping[str, Any], settings: Settings
+               ) -> dict[str, Any]:
+    """Write every output of a run and return a small summary (paths and counts). `pairs` holds, by id, every
+    pair the state names (kept, rejected, dropped) as the run's store has it at this state's versions."""
     from doctune.dataset_card import write_card
 
     results = state.get("results", [])
-    kept = [store.get_pair(pid) for pid in state.get("kept", [])]
-    rejected_rows = [rejected_record(store.get_pair(r["pair_id"]), r["reason"]) for s in results for r in s["rejected"]]
-    rejected_rows += [rejected_record(store.get_pair(d["pair_id"]), d["reason"]) for d in state.get("dropped", [])]
+    kept = [pairs[pid] for pid in state.get("kept", [])]
+    rejected_rows = [rejected_record(pairs[r["pair_id"]], r["reason"]) for s in results for r in s["rejected"]]
+    rejected_rows += [rejected_record(pairs[d["pair_id"]], d["reason"]) for d in state.get("dropped", [])]
     failed = [{"section_id": s["section_id"], "reason": "section_failed", "error": s["error"]} for s in results if s["error"]]
     records = [pair_record(p) for p in kept]
     n_pairs = write_jsonl(out_dir / "pairs.jsonl", records)

@@ -11,7 +11,7 @@ from typing import Any, Literal, TypeVar
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
-from doctune.graph.context import Context, aresolve, resolve
+from doctune.graph.context import Context, aresolve, resolve, run_store
 from doctune.graph.names import CURATE, SECTION
 from doctune.graph.state import RunState, SectionResult, SectionState
 from doctune.schemas import EVIDENCE_RANK, Attempt, Pair, Verdict, extract_zig_blocks, sha256
@@ -27,7 +27,7 @@ async def split(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
 
     ctx = await aresolve(runtime.context)
     sections = await asyncio.to_thread(split_paths, state["docs"], ctx.settings.split)
-    await ctx.astore.put_sections(sections)
+    await run_store(runtime, ctx).put_sections(sections)
     limit = state.get("max_sections")
     chosen = sections[:limit] if limit else sections
     return {"section_ids": [s.id for s in chosen], "sections_total": len(sections)}
@@ -55,11 +55,13 @@ async def generate(state: SectionState, runtime: Runtime[Context]) -> dict[str, 
     stops the whole run.
     """
     ctx = await aresolve(runtime.context)
-    section = await ctx.astore.get_section(state["section_id"])
+    store = run_store(runtime, ctx)
+    section = await store.get_section(state["section_id"])
     if len(section.text) < ctx.settings.generator.min_section_chars:
         return {"pending": [], "generated": 0, "attempt": 0}
     gen = await ctx.aget_generator()
     rejected: list[dict[str, str]] = []
+    dropped: list[Pair] = []
     try:
         if hasattr(gen, "generate_result"):  # the LLM agent: also says what it dropped, and the tokens
             result = await _named_run(f"generate: {_label(section)}", section.id, partial(gen.generate_result, section))
@@ -67,7 +69,7 @@ async def generate(state: SectionState, runtime: Runtime[Context]) -> dict[str, 
             for r in result.rejected:
                 r.pair.attempts.append(Attempt(n=0, code_hash=_code_hash(r.pair)))
                 rejected.append({"pair_id": r.pair.id, "reason": r.reason})
-            await ctx.astore.put_pairs([r.pair for r in result.rejected])
+                dropped.append(r.pair)
         else:
             pairs = await _named_run(f"generate: {_label(section)}", section.id, partial(gen.generate, section))
             tokens = _tokens(pairs)
@@ -81,9 +83,9 @@ async def generate(state: SectionState, runtime: Runtime[Context]) -> dict[str, 
         pairs = [p for p in pairs if p.code_blocks()]
     for p in pairs:
         p.attempts.append(Attempt(n=0, code_hash=_code_hash(p)))
-    await ctx.astore.put_pairs(pairs)
+    versions = await store.put_pairs([*dropped, *pairs])
     return {"pending": [p.id for p in pairs], "generated": len(pairs) + len(rejected), "attempt": 0,
-            "tokens": tokens, "rejected": rejected}
+            "tokens": tokens, "rejected": rejected, "versions": versions}
 
 
 async def validate(state: SectionState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -91,7 +93,8 @@ async def validate(state: SectionState, runtime: Runtime[Context]) -> dict[str, 
     from doctune.agents.validator import BlockInput
 
     ctx = await aresolve(runtime.context)
-    pairs = await ctx.astore.get_pairs(state.get("pending", []))
+    store, versions = run_store(runtime, ctx), state.get("versions", {})
+    pairs = await store.get_pairs(state.get("pending", []), versions)
     items: list[BlockInput] = []
     owners: list[int] = []
     for i, p in enumerate(pairs):
@@ -117,8 +120,8 @@ async def validate(state: SectionState, runtime: Runtime[Context]) -> dict[str, 
             infra.append({"pair_id": p.id, "reason": "infra_error"})
         else:
             failing.append(p.id)
-    await ctx.astore.put_pairs(pairs)
-    return {"accepted": accepted, "failing": failing, "rejected": infra, "pending": []}
+    return {"accepted": accepted, "failing": failing, "rejected": infra, "pending": [],
+            "versions": await store.put_pairs(pairs, versions)}
 
 
 def route_after_validate(state: SectionState, runtime: Runtime[Context]) -> Literal["repair", "finish"]:
@@ -135,28 +138,32 @@ async def repair(state: SectionState, runtime: Runtime[Context]) -> dict[str, An
     """
     ctx = await aresolve(runtime.context)
     gen = await ctx.aget_generator()
+    store, versions = run_store(runtime, ctx), state.get("versions", {})
     attempt = state.get("attempt", 0) + 1
-    pending, rejected = [], []
+    pending, rejected, written = [], [], {}
     tokens = dict(state.get("tokens") or {"input": 0, "output": 0})
     failing = list(state.get("failing", []))
+    label = _label(await store.get_section(state["section_id"]))
     for i, pid in enumerate(failing):
-        old = await ctx.astore.get_pair(pid)
-        if old.attempts and old.attempts[-1].n == attempt:
+        old = await store.get_pair(pid, versions[pid])
+        done = await store.find_pair(pid, versions[pid] + 1)
+        if done is not None and done.attempts and done.attempts[-1].n == attempt:
             # Already repaired in this round by an attempt of this node that did not finish (a retried transient
-            # error, or a killed process): keep that answer, do not ask the model again.
-            tokens = {k: tokens.get(k, 0) + v for k, v in _tokens([old]).items()}
+            # error, or a killed process), or by the run a fork replays: keep that answer, do not ask again.
+            tokens = {k: tokens.get(k, 0) + v for k, v in _tokens([done]).items()}
             pending.append(pid)
+            written[pid] = versions[pid] + 1
             continue
         assert old.verdict is not None
         try:
-            new = await _named_run(f"repair: {await _heading(ctx, state['section_id'])}", state["section_id"],
-                                   partial(gen.repair, old, old.verdict), attempt=attempt, pair_id=pid)
+            new = await _named_run(f"repair: {label}", state["section_id"], partial(gen.repair, old, old.verdict),
+                                   attempt=attempt, pair_id=pid)
         except Exception as e:
             if not _section_failure(e, runtime):
                 raise
             rejected += [{"pair_id": p, "reason": f"repair_failed: {_one_line(e)}"} for p in failing[i:]]
             return {"pending": pending, "failing": [], "rejected": rejected, "attempt": attempt, "tokens": tokens,
-                    "error": _describe("repair", e)}
+                    "versions": written, "error": _describe("repair", e)}
         if new is None:
             why = getattr(gen, "last_repair_error", {}).get(pid)
             rejected.append({"pair_id": pid, "reason": f"repair_failed: {why}" if why else old.verdict.verdict})
@@ -166,19 +173,22 @@ async def repair(state: SectionState, runtime: Runtime[Context]) -> dict[str, An
         new.attempts = [*old.attempts, Attempt(n=attempt, code_hash=_code_hash(new), feedback=feedback)]
         for k, v in _tokens([new]).items():
             tokens[k] = tokens.get(k, 0) + v
-        await ctx.astore.put_pairs([new])
+        written |= await store.put_pairs([new], versions)
         pending.append(pid)
-    return {"pending": pending, "failing": [], "rejected": rejected, "attempt": attempt, "tokens": tokens}
+    return {"pending": pending, "failing": [], "rejected": rejected, "attempt": attempt, "tokens": tokens,
+            "versions": written}
 
 
 async def finish(state: SectionState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Reject what still fails and hand one small result back to the run."""
     ctx = await aresolve(runtime.context)
+    store, versions = run_store(runtime, ctx), state.get("versions", {})
     rejected = list(state.get("rejected", []))
-    for p in await ctx.astore.get_pairs(list(state.get("failing", []))):
+    for p in await store.get_pairs(list(state.get("failing", [])), versions):
         rejected.append({"pair_id": p.id, "reason": p.verdict.verdict if p.verdict else "no_verdict"})
-    accepted = await ctx.astore.get_pairs(list(state.get("accepted", [])))
+    accepted = await store.get_pairs(list(state.get("accepted", [])), versions)
     repairs = {p.id: len(p.attempts) - 1 for p in accepted}
+    named = [p.id for p in accepted] + [r["pair_id"] for r in rejected]
     result = SectionResult(
         section_id=state["section_id"],
         generated=state.get("generated", 0),
@@ -187,9 +197,11 @@ async def finish(state: SectionState, runtime: Runtime[Context]) -> dict[str, An
         repairs=repairs,
         tokens=dict(state.get("tokens") or {"input": 0, "output": 0}),
         error=state.get("error") or _infra_error(rejected),
+        versions={pid: versions[pid] for pid in named if pid in versions},
     )
     if result["error"]:
-        await _trace_failure(f"section failed: {await _heading(ctx, state['section_id'])}", result["error"])
+        await _trace_failure(f"section failed: {_label(await store.get_section(state['section_id']))}",
+                             result["error"])
     return {"results": [result]}
 
 
@@ -208,10 +220,11 @@ async def curate(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     from doctune.agents.curator import curate as run_curator
 
     ctx = await aresolve(runtime.context)
+    store, versions = run_store(runtime, ctx), result_versions(state)
     ids = [pid for r in state.get("results", []) for pid in r["accepted"]]
-    pairs = await ctx.astore.get_pairs(ids)
+    pairs = await store.get_pairs(ids, versions)
     prompts = await asyncio.to_thread(_eval_prompts, ctx)
-    judge = _judge(ctx) if ctx.settings.curator.judge else None
+    judge = await _judge(ctx, store, pairs) if ctx.settings.curator.judge else None
     try:
         if judge is None:  # pure CPU and file reads (extra pairs): in a worker thread, off the event loop
             result = await asyncio.to_thread(asyncio.run, run_curator(pairs, ctx.settings, eval_prompts=prompts))
@@ -222,14 +235,19 @@ async def curate(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     finally:
         if judge is not None:
             await judge.aclose()
-    # judge scores (kept and dropped pairs keep what the judge thought); merged hand-written pairs
-    await ctx.astore.put_pairs([p for p in result.kept if judge is not None or not await ctx.astore.has_pair(p.id)])
-    if judge is not None:
-        await ctx.astore.put_pairs([p for p, _ in result.dropped])
+    # New versions: judge scores (kept and dropped pairs keep what the judge thought); merged hand-written pairs.
+    everything = [*result.kept, *(p for p, _ in result.dropped)]
+    written = await store.put_pairs([p for p in everything if judge is not None or p.id not in versions], versions)
     return {
         "kept": [p.id for p in result.kept],
         "dropped": [{"pair_id": p.id, "reason": why} for p, why in result.dropped],
+        "versions": {p.id: written.get(p.id, versions.get(p.id, 0)) for p in everything},
     }
+
+
+def result_versions(state: RunState) -> dict[str, int]:
+    """Pair id -> stored version as the section results name them."""
+    return {pid: v for r in state.get("results", []) for pid, v in (r.get("versions") or {}).items()}
 
 
 async def export(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -237,7 +255,11 @@ async def export(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     from doctune.dataset import export_run
 
     ctx = await aresolve(runtime.context)
-    info = await asyncio.to_thread(export_run, ctx.out_dir, ctx.store, state, ctx.settings)
+    versions = result_versions(state) | state.get("versions", {})
+    rejected = [r["pair_id"] for s in state.get("results", []) for r in s["rejected"]]
+    wanted = dict.fromkeys([*state.get("kept", []), *rejected, *(d["pair_id"] for d in state.get("dropped", []))])
+    pairs = await run_store(runtime, ctx).get_pairs(list(wanted), versions)
+    info = await asyncio.to_thread(export_run, ctx.out_dir, {p.id: p for p in pairs}, state, ctx.settings)
     return {"export": info}
 
 
@@ -310,10 +332,6 @@ async def _trace_failure(name: str, error: str) -> None:
         pass
 
 
-async def _heading(ctx: Context, section_id: str) -> str:
-    return _label(await ctx.astore.get_section(section_id))
-
-
 def _label(section: Any) -> str:
     """A section as LangSmith shows it: its heading path."""
     return section.heading_path or section.title or section.id
@@ -329,13 +347,13 @@ def _describe(stage: str, exc: BaseException) -> str:
     return f"{stage} failed: {type(exc).__name__}: {_one_line(exc)}"
 
 
-def _judge(ctx: Context) -> Any:
-    """The LLM judge, reading each pair's section text from the store (conceptual answers are checked
+async def _judge(ctx: Context, store: Any, pairs: list[Pair]) -> Any:
+    """The LLM judge, given the text of the pairs' sections from the store (conceptual answers are checked
     against it)."""
     from doctune.agents.judge import Judge
 
-    store = ctx.store
-    return Judge(ctx.settings, section_text=lambda sid: store.get_section(sid).text)
+    texts = {s.id: s.text for s in await store.get_sections(sorted({p.section_id for p in pairs}))}
+    return Judge(ctx.settings, section_text=texts.get)
 
 
 def blocks_to_check(pair: Pair) -> list[str]:

@@ -4,7 +4,8 @@ Defines `make_graph()`: the compiled doctune graph WITHOUT a checkpointer — th
 (in-memory for `langgraph dev`, Postgres for `langgraph up` / the platform) and refuses graphs that carry one.
 
 A server run gets no Python `Context`: each node calls `resolve(None)`, which builds one from the environment —
-`DOCTUNE_OUT` (where the store and the dataset go, default ./doctune-out), `DOCTUNE_CONFIG` (optional TOML file)
+`DOCTUNE_OUT` (where the dataset files go, default ./doctune-out; section text and pairs go to the server's own
+store, reached through `runtime.store`), `DOCTUNE_CONFIG` (optional TOML file)
 and the usual `DOCTUNE_*` variables (e.g. `DOCTUNE_VALIDATOR__EXECUTOR=codapi`). A run may override the first
 two with its JSON context, `{"out_dir": "/data/runs/langref", "config": "/etc/doctune.toml"}` — give each run
 its own out_dir, since the dataset files (pairs.jsonl, dataset/) are written per output directory. The run input

@@ -1,4 +1,5 @@
-"""Graph state: only ids, counters and short strings. Section text and pairs live in the Store (by id)."""
+"""Graph state: only ids, version numbers, counters and short strings. Section text and pairs live in the run's
+store (`doctune.store`); `versions` says which stored version of each pair this state refers to."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class SectionResult(TypedDict):
     repairs: dict[str, int]  # accepted pair id -> repair attempts it needed (0 = first time)
     tokens: dict[str, int]  # {"input", "output"}
     error: str | None  # the branch failed (not the code): retryable
+    versions: dict[str, int]  # pair id -> its stored version, for every pair in accepted and rejected
 
 
 class RunInput(TypedDict, total=False):
@@ -34,6 +36,7 @@ class RunState(TypedDict, total=False):
     results: Annotated[list[SectionResult], operator.add]
     kept: list[str]  # pair ids after curation
     dropped: list[dict[str, str]]  # {"pair_id", "reason"}
+    versions: dict[str, int]  # pair id -> stored version, for kept and dropped pairs (curation may add one)
     export: dict[str, Any]  # paths and counts
     train: dict[str, Any]
     evaluation: dict[str, Any]
@@ -63,6 +66,7 @@ class SectionState(TypedDict, total=False):
     failing: list[str]  # pair ids that failed the last validation
     accepted: Annotated[list[str], operator.add]
     rejected: Annotated[list[dict[str, str]], operator.add]
+    versions: Annotated[dict[str, int], operator.or_]  # pair id -> current stored version (later steps win)
     tokens: dict[str, int]
     error: str | None
     results: Annotated[list[SectionResult], operator.add]  # the one result handed back to the run

@@ -81,6 +81,33 @@ def test_accepted_code_really_runs(sample_run, tmp_path: Path) -> None:
         assert res.returncode == 0, res.stderr.decode(errors="replace")
 
 
+def test_pairs_are_versioned_in_the_runs_store_and_state_holds_ids(sample_run) -> None:
+    """The run's data is in LangGraph's store inside state.sqlite, append-only: each kept pair's version as
+    generated (no verdict) is still there beside the validated one the final state names; the checkpoint itself
+    holds ids and version numbers, not pair bodies."""
+    from doctune.graph.checkpoint import open_persistence
+    from doctune.graph.graph import build_graph
+    from doctune.store import Store
+
+    s, out = sample_run
+
+    async def read() -> tuple[dict, list[Pair], list[Pair]]:
+        async with open_persistence(None, out) as (saver, base):
+            state = (await build_graph(checkpointer=saver).aget_state({"configurable": {"thread_id": s.run_id}}))
+            store, kept = Store(base, s.run_id), state.values["kept"]
+            current = await store.get_pairs(kept, state.values["versions"])
+            first = await store.get_pairs(kept, dict.fromkeys(kept, 0))
+            return state.values, current, first
+
+    values, current, first = asyncio.run(read())
+    assert not (out / "store").exists()
+    assert all(values["versions"][p.id] >= 1 for p in current)
+    assert all(p.verdict is not None and p.evidence != "none" for p in current)
+    assert all(p.verdict is None and p.evidence == "none" for p in first)  # as generate wrote it
+    assert [p.response for p in first] == [p.response for p in current]
+    assert current[0].response not in json.dumps(values)  # the state names pairs, it does not hold them
+
+
 def test_broken_example_is_rejected_with_compiler_message(tmp_path: Path, cache_dir: Path) -> None:
     doc = tmp_path / "doc.md"
     doc.write_text(
