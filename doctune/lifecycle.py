@@ -21,7 +21,7 @@ import os
 import signal
 import threading
 import warnings
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -55,25 +55,42 @@ async def arun(docs: list[str], out_dir: Path | str, settings: Settings | None =
     run_id = compute_run_id(docs, max_sections, settings)
     url = settings.checkpoint.url
     with run_lock(out_dir):
-        known = await _load_run(out_dir, run_id, url)
-        info = runrecord.begin_attempt(known, run_id, docs, max_sections, settings, "resume" if known else "run")
-        await _save_run(out_dir, info, url)
+        info = await _begin_run(out_dir, run_id, url, lambda known: runrecord.begin_attempt(
+            known, run_id, docs, max_sections, settings, "resume" if known else "run"))
         return await _attempt(out_dir, info, url, lambda: run_pipeline(
             docs, out_dir, settings, max_sections=max_sections, run_id=run_id, show_progress=show_progress,
             context=context))
 
 
-async def _load_run(out_dir: Path, run_id: str, url: str | None) -> dict[str, Any] | None:
-    """The run's record: the checkpoint database's (shared by every directory that resumes the run), else the
-    one in DIR/run.json if it is this run's; None for a new run."""
+async def _begin_run(out_dir: Path, run_id: str, url: str | None, begin: Callable[[Any], dict[str, Any]]
+                     ) -> dict[str, Any]:
+    """Read the run's record, append the attempt `begin` makes of it, save it (one database connection)."""
     from doctune.graph.checkpoint import open_persistence
-    from doctune.store import get_record
+    from doctune.store import put_record
 
     async with open_persistence(url, out_dir) as (_, store):
-        info = await get_record(store, run_id)
+        info = begin(await _known(out_dir, run_id, store))
+        await put_record(store, info)
+    await asyncio.to_thread(runrecord.save_record, out_dir, info)
+    return info
+
+
+async def _load_run(out_dir: Path, run_id: str, url: str | None) -> dict[str, Any] | None:
+    from doctune.graph.checkpoint import open_persistence
+
+    async with open_persistence(url, out_dir) as (_, store):
+        return await _known(out_dir, run_id, store)
+
+
+async def _known(out_dir: Path, run_id: str, store: Any) -> dict[str, Any] | None:
+    """The run's record: the checkpoint database's (shared by every directory that resumes the run), else the
+    one in DIR/run.json if it is this run's; None for a new run."""
+    from doctune.store import get_record
+
+    info = await get_record(store, run_id)
     if info is None:
         try:
-            info = runrecord.load_record(out_dir)
+            info = await asyncio.to_thread(runrecord.load_record, out_dir)
         except InputError:
             return None
     return info if info.get("run_id") == run_id else None

@@ -154,15 +154,17 @@ def test_killed_run_resumes_from_another_directory_and_home(reference: dict, tmp
         (homes[name] / "docs" / "durable.md").write_text(doc, encoding="utf-8")
     args = ["run", "docs/durable.md", "--out", "out", "--concurrency", "1"]
     warm_up()
-    with pg_database() as url, FakeOpenAI(good_pair_responder, latency=2.0) as srv:
-        def env(name: str, **extra: str) -> dict[str, str]:
-            return {**_env(homes[name], reference, srv.base_url, None), "HOME": str(homes[name]), **extra}
+    def env(name: str, base_url: str, **extra: str) -> dict[str, str]:
+        return {**_env(homes[name], reference, base_url, None), "HOME": str(homes[name]), **extra}
 
-        ref = run_cli(args, env("ref"), cwd=homes["ref"])  # uninterrupted, on SQLite
-        assert ref.returncode == 0, ref.stderr[-3000:]
-        srv.history.clear()
+    with FakeOpenAI(good_pair_responder) as srv:  # uninterrupted, on SQLite
+        ref = run_cli(args, env("ref", srv.base_url), cwd=homes["ref"])
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    # A slow model (one request at a time, 5 s each): a wide window to kill the run between two sections.
+    with pg_database() as url, FakeOpenAI(good_pair_responder, latency=5.0) as srv:
         a_out = homes["a"] / "out"
-        proc = start_cli(args, env("a", DOCTUNE_CHECKPOINT__URL=url), tmp_path / "a.log", cwd=homes["a"])
+        proc = start_cli(args, env("a", srv.base_url, DOCTUNE_CHECKPOINT__URL=url), tmp_path / "a.log",
+                         cwd=homes["a"])
         killed = kill_when(proc, lambda: status_obj(a_out, url).done >= 1, timeout=240)
         assert killed, "the run finished before the kill point:\n" + (tmp_path / "a.log").read_text()[-2000:]
         st = status_obj(a_out, url)
@@ -171,7 +173,7 @@ def test_killed_run_resumes_from_another_directory_and_home(reference: dict, tmp
         before = calls_by_section(srv)
 
         b_out = homes["b"] / "out"
-        r = run_cli(args, env("b", DOCTUNE_CHECKPOINT__URL=url), cwd=homes["b"])
+        r = run_cli(args, env("b", srv.base_url, DOCTUNE_CHECKPOINT__URL=url), cwd=homes["b"])
         assert r.returncode == 0 and no_traceback(r.stderr), r.stderr[-3000:]
         after = calls_by_section(srv)
     assert "resumed" in r.stderr
