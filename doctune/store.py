@@ -7,7 +7,12 @@ the Postgres checkpointer, or a LangGraph server's own store (`runtime.store`).
 Append-only: a pair is written as `<pair id>@<version>`, and a step that changes a pair (validate adds its
 verdict, repair writes the next attempt, the judge its score) writes the next version, never over an earlier one.
 State carries each pair's current version, so a checkpoint that is resumed, replayed or forked reads the pairs as
-they were at that checkpoint, and several workers on one database share one run's data. Namespaces:
+they were at that checkpoint, and several workers on one database share one run's data. The version a step
+writes follows from its input state, so a step run again from the same checkpoint (after a kill, a retried
+error, a retry's fork) writes the same key with what it computes again: the same for the compiler's verdicts and
+the doc-example generator, and an LLM repair already stored is reused, not asked again. The LLM judge, whose
+scores may differ from one asking to the next, writes to the first free version instead (`fresh=True`).
+Namespaces:
 
     ("doctune", <run id>, "sections")   <section id>            -> Section
     ("doctune", <run id>, "pairs")      <pair id>@<version>     -> Pair
@@ -57,10 +62,19 @@ class Store:
 
     # ------------------------------------------------------------ pairs (append-only versions)
 
-    async def put_pairs(self, pairs: Iterable[Pair], after: Mapping[str, int] | None = None) -> dict[str, int]:
-        """Write each pair as its next version (the one after `after[pair.id]`; 0 if absent); returns
-        {pair id: version written}, which the caller keeps in its state."""
+    async def put_pairs(self, pairs: Iterable[Pair], after: Mapping[str, int] | None = None, *,
+                        fresh: bool = False) -> dict[str, int]:
+        """Write each pair as its next version (the one after `after[pair.id]`; 0 if absent) or, with `fresh`,
+        the first version after that which is not stored yet; returns {pair id: version written}, which the
+        caller keeps in its state."""
+        pairs = list(pairs)
         versions = {p.id: (after or {}).get(p.id, -1) + 1 for p in pairs}
+        todo = list(versions) if fresh else []
+        while todo:  # ends: each round moves every taken pair one version up, and only so many are stored
+            found = await self._get(self._pairs, [pair_key(p, versions[p]) for p in todo], False)
+            todo = [p for p, value in zip(todo, found, strict=True) if value is not None]
+            for p in todo:
+                versions[p] += 1
         await self._put([(self._pairs, pair_key(p.id, versions[p.id]), p.model_dump(mode="json")) for p in pairs])
         return versions
 

@@ -237,7 +237,8 @@ async def curate(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
             await judge.aclose()
     # New versions: judge scores (kept and dropped pairs keep what the judge thought); merged hand-written pairs.
     everything = [*result.kept, *(p for p, _ in result.dropped)]
-    written = await store.put_pairs([p for p in everything if judge is not None or p.id not in versions], versions)
+    written = await store.put_pairs([p for p in everything if judge is not None or p.id not in versions], versions,
+                                    fresh=judge is not None)
     return {
         "kept": [p.id for p in result.kept],
         "dropped": [{"pair_id": p.id, "reason": why} for p, why in result.dropped],

@@ -46,6 +46,11 @@ def test_a_new_version_is_a_new_item_and_the_old_one_stays(checkpoint_url: str |
             assert latest["p1"].verdict is not None and latest["p2"].verdict is None
             with pytest.raises(KeyError, match="p2@1"):
                 await store.get_pairs(["p2"], {"p2": 1})
+            # A step whose answer may differ when asked again (the judge) never writes over a stored version:
+            # after v0 it takes the first free one, whatever an earlier run of the step left.
+            assert await store.put_pairs([_pair("p1", "judged")], v0, fresh=True) == {"p1": 2}
+            assert (await store.get_pair("p1", 1)).verdict is not None
+            assert await store.put_pairs([_pair("p2", "judged")], v0, fresh=True) == {"p2": 1}
 
     _run(go())
 
