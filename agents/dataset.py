@@ -15,21 +15,13 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from doctune.agents.dataset_yield import difficulty
 from doctune.core.errors import InputError
 from doctune.core.files import FILE_MODE
 from doctune.core.schemas import EVIDENCE_RANK, Pair, Section, extract_zig_blocks
 from doctune.core.settings import Settings
-
-
-class PairSource(Protocol):
-    """Where the run's pairs and sections are read from (the graph's run store)."""
-
-    def get_pair(self, pair_id: str) -> Pair: ...
-    def get_section(self, section_id: str) -> Section: ...
-
 
 DATASET_COLUMNS = ("messages", "id", "section_id", "heading_path", "source", "generator", "evidence", "tests",
                    "expect_stdout", "attempts", "difficulty")
@@ -139,24 +131,26 @@ def save_dataset(records: list[dict[str, Any]], out: Path, test_size: float, see
     return {"train": len(train), "test": len(test)}
 
 
-def _section(store: PairSource, section_id: str) -> tuple[str, str]:
+def _section(sections: Mapping[str, Section], section_id: str) -> tuple[str, str]:
     """A section's heading path and source (for results recorded without them)."""
-    try:
-        s = store.get_section(section_id)
-    except (OSError, ValueError):
+    s = sections.get(section_id)
+    if s is None:
         return section_id, "?"
     return s.heading_path or section_id, s.source
 
 
-def export_run(out_dir: Path, store: PairSource, state: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
-    """Write every output of a run and return a small summary (paths and counts)."""
+def export_run(out_dir: Path, pairs: Mapping[str, Pair], state: Mapping[str, Any], settings: Settings,
+               sections: Mapping[str, Section] | None = None) -> dict[str, Any]:
+    """Write every output of a run and return a small summary (paths and counts). `pairs` holds, by id, every
+    pair the state names (kept, rejected, dropped) as the run's store has it at this state's versions;
+    `sections` (by id) names the sections of results recorded without their heading and source."""
     from doctune.agents.dataset_card import write_card
     from doctune.agents.dataset_yield import section_yields, source_yields
 
     results = state.get("results", [])
-    kept = [store.get_pair(pid) for pid in state.get("kept", [])]
-    rejected_rows = [rejected_record(store.get_pair(r["pair_id"]), r["reason"]) for s in results for r in s["rejected"]]
-    rejected_rows += [rejected_record(store.get_pair(d["pair_id"]), d["reason"]) for d in state.get("dropped", [])]
+    kept = [pairs[pid] for pid in state.get("kept", [])]
+    rejected_rows = [rejected_record(pairs[r["pair_id"]], r["reason"]) for s in results for r in s["rejected"]]
+    rejected_rows += [rejected_record(pairs[d["pair_id"]], d["reason"]) for d in state.get("dropped", [])]
     failed = [{"section_id": s["section_id"], "reason": "section_failed", "error": s["error"]} for s in results if s["error"]]
     records = [pair_record(p) for p in kept]
     n_pairs = write_jsonl(out_dir / "pairs.jsonl", records)
@@ -177,10 +171,11 @@ def export_run(out_dir: Path, store: PairSource, state: Mapping[str, Any], setti
         "sources": sorted({p.source for p in kept}),
         "tokens": {k: sum(s["tokens"].get(k, 0) for s in results) for k in ("input", "output")},
     }
-    sections = section_yields(results, lambda sid: _section(store, sid)[0], state.get("section_ids", []),
-                              lambda sid: _section(store, sid)[1])
-    info["yield"] = [y.to_json() for y in source_yields(sections)]  # per source (small: it goes into the state)
-    write_card(out_dir / "dataset" / "README.md", info, kept, settings, sections=sections)
+    known = sections or {}
+    by_section = section_yields(results, lambda sid: _section(known, sid)[0], state.get("section_ids", []),
+                                lambda sid: _section(known, sid)[1])
+    info["yield"] = [y.to_json() for y in source_yields(by_section)]  # per source (small: it goes into the state)
+    write_card(out_dir / "dataset" / "README.md", info, kept, settings, sections=by_section)
     if settings.dataset.push_to_hub:
         from datasets import load_from_disk
 

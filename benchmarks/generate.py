@@ -24,6 +24,7 @@ import asyncio
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -173,7 +174,8 @@ def doctune_run(doc: Path, out: Path, base_url: str, concurrency: int) -> tuple[
     return time.monotonic() - t0, time.process_time() - c0, summary
 
 
-def db_size_per_section(n: int, work: Path, concurrency: int) -> tuple[int, float]:
+def db_size_per_section(n: int, work: Path, concurrency: int) -> tuple[int, float, dict[str, float]]:
+    """The run's database per section: file size, and the bytes of checkpoint data and of store data in it."""
     doc, out = work / f"doc{n}.md", work / f"out{n}"
     make_doc(doc, n, LANGREF)
     with server(0.01, work / f"hist{n}.jsonl") as base_url:
@@ -181,18 +183,30 @@ def db_size_per_section(n: int, work: Path, concurrency: int) -> tuple[int, floa
     if not (out / "state.sqlite").exists():
         raise RuntimeError("no checkpoint DB written")
     size = sum(p.stat().st_size for p in out.glob("state.sqlite*"))  # the DB and its WAL
-    return summary.sections, size / max(1, summary.sections)
+    with sqlite3.connect(out / "state.sqlite") as db:
+        parts = {
+            "checkpoints": db.execute("SELECT (SELECT coalesce(sum(length(checkpoint) + length(metadata)), 0) FROM "
+                                      "checkpoints) + (SELECT coalesce(sum(length(value)), 0) FROM writes)"
+                                      ).fetchone()[0],
+            "store": db.execute("SELECT coalesce(sum(length(value)), 0) FROM store").fetchone()[0],
+        }
+    per = max(1, summary.sections)
+    return summary.sections, size / per, {k: v / per for k, v in parts.items()}
 
 
 # ---------------------------------------------------------------- --write-costs: what the checkpoint and store cost
 
+MODES = ("shipped", "memory store", "all in memory")
+
 
 @contextmanager
-def _patched(memory_saver: bool) -> Iterator[Counter[str]]:
-    """Count the run's SQLite checkpoint writes and store files; optionally swap in LangGraph's in-memory
-    saver (an experiment, not a mode: it gives up durability)."""
+def _patched(mode: str) -> Iterator[Counter[str]]:
+    """Count the run's SQLite checkpoint writes and store batches (and the items in them); optionally swap in
+    LangGraph's in-memory store ("memory store") or saver and store ("all in memory") -- experiments, not
+    modes: they give up durability."""
     from langgraph.checkpoint.memory import InMemorySaver
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+    from langgraph.store.memory import InMemoryStore
 
     import doctune.graph.checkpoint as cp
     from doctune.graph.store import Store
@@ -203,26 +217,31 @@ def _patched(memory_saver: bool) -> Iterator[Counter[str]]:
     def count(owner: Any, name: str, key: str) -> None:
         orig = getattr(owner, name)
         saved.append((owner, name, orig))
-        if asyncio.iscoroutinefunction(orig):
-            async def wrapped(*args: Any, **kw: Any) -> Any:
-                counts[key] += 1
-                return await orig(*args, **kw)
-        else:
-            def wrapped(*args: Any, **kw: Any) -> Any:
-                counts[key] += 1
-                return orig(*args, **kw)
+
+        async def wrapped(*args: Any, **kw: Any) -> Any:
+            counts[key] += 1
+            if key == "store batch":
+                counts["store item"] += len(args[1])
+            return await orig(*args, **kw)
+
         setattr(owner, name, wrapped)
 
     count(AsyncSqliteSaver, "aput", "checkpoint")
     count(AsyncSqliteSaver, "aput_writes", "write batch")
-    count(Store, "_write", "store file")
-    if memory_saver:
+    count(Store, "put_pairs", "store batch")
+    count(Store, "put_sections", "store batch")
+    real = cp.open_persistence
+    if mode != "shipped":
         @asynccontextmanager
         async def in_memory(url: Any, out_dir: Any) -> Any:
-            yield InMemorySaver()
+            if mode == "all in memory":
+                yield InMemorySaver(), InMemoryStore()
+                return
+            async with real(url, out_dir) as (saver, _):
+                yield saver, InMemoryStore()
 
-        saved.append((cp, "open_checkpointer", cp.open_checkpointer))
-        cp.open_checkpointer = in_memory  # type: ignore[assignment]
+        saved.append((cp, "open_persistence", real))
+        cp.open_persistence = in_memory  # type: ignore[assignment]
     try:
         yield counts
     finally:
@@ -231,42 +250,52 @@ def _patched(memory_saver: bool) -> Iterator[Counter[str]]:
 
 
 def write_costs(doc: Path, work: Path, concurrency: int, repeat: int = 2) -> None:
-    """CPU seconds of the run at 0 s latency (so CPU is all there is), as shipped and with the in-memory saver,
-    best of ``repeat`` each, alternating; the SQLite cost per write is the difference over the writes counted.
-    A store file's cost is timed alone (rewriting the run's own pair files in a fresh directory)."""
+    """CPU seconds of the run at 0 s latency (so CPU is all there is): as shipped, with an in-memory store, and
+    with saver and store in memory, best of ``repeat`` each, alternating; the SQLite store's cost is the first
+    difference, checkpointing's the second. One store write is also timed alone (the run's pairs written again,
+    one batch each, into a fresh database)."""
+    from doctune.graph.checkpoint import open_persistence
     from doctune.graph.driver import run_pipeline
     from doctune.graph.store import Store
 
-    cpu: dict[bool, list[float]] = {False: [], True: []}
+    cpu: dict[str, list[float]] = {m: [] for m in MODES}
     counts: Counter[str] = Counter()
     with server(0.0, work / "hist-costs.jsonl") as base_url:
         settings = bench_settings(base_url, concurrency)
         _warm_imports()
         for k in range(repeat):
-            for memory in (False, True):
-                out = work / f"costs-{k}-{memory}"
-                with _patched(memory) as seen:
+            for i, mode in enumerate(MODES):
+                out = work / f"costs-{k}-{i}"
+                with _patched(mode) as seen:
                     c0 = time.process_time()
-                    asyncio.run(run_pipeline([str(doc)], out, settings))
-                    cpu[memory].append(time.process_time() - c0)
-                if not memory:
-                    counts = seen
-    pairs = [Store(work / "costs-0-False" / "store").get_pair(p.stem)
-             for p in sorted((work / "costs-0-False" / "store" / "pairs").glob("*.json"))]
-    store = Store(work / "store-timing")
-    c0, t0 = time.process_time(), time.monotonic()
-    for p in pairs:
-        store.put_pair(p)
-    store_cpu, store_wall = (time.process_time() - c0) / len(pairs), (time.monotonic() - t0) / len(pairs)
-    shipped, memory = min(cpu[False]), min(cpu[True])
+                    summary = asyncio.run(run_pipeline([str(doc)], out, settings))
+                    cpu[mode].append(time.process_time() - c0)
+                if mode == "shipped":
+                    counts, run_id = seen, summary.run_id
+
+    async def rewrite() -> tuple[int, float, float]:
+        async with open_persistence(None, work / "costs-0-0") as (_, base):
+            pairs = list((await Store(base, run_id).latest_pairs()).values())
+        async with open_persistence(None, work / "store-timing") as (_, base):
+            store = Store(base, run_id)
+            c0, t0 = time.process_time(), time.monotonic()
+            for p in pairs:
+                await store.put_pairs([p])
+            return len(pairs), time.process_time() - c0, time.monotonic() - t0
+
+    n, c, w = asyncio.run(rewrite())
+    best = {m: min(v) for m, v in cpu.items()}
     writes = counts["checkpoint"] + counts["write batch"]
-    print(f"CPU of the whole run at 0 s latency: {shipped:.2f} s as shipped, {memory:.2f} s with the in-memory "
-          f"saver (best of {repeat}; all: {', '.join(f'{x:.2f}' for x in cpu[False] + cpu[True])})")
-    print(f"SQLite checkpointing: {shipped - memory:.2f} s for {counts['checkpoint']} checkpoints + "
-          f"{counts['write batch']} write batches = {1000 * (shipped - memory) / max(1, writes):.2f} ms per write")
-    print(f"store: {counts['store file']} files written; one file (temp file + rename) costs "
-          f"{1000 * store_cpu:.2f} ms CPU, {1000 * store_wall:.2f} ms wall -> "
-          f"{counts['store file'] * store_cpu:.2f} s CPU for the run")
+    store_s = best["shipped"] - best["memory store"]
+    ckpt_s = best["memory store"] - best["all in memory"]
+    print(f"CPU of the whole run at 0 s latency (best of {repeat}): {best['shipped']:.2f} s as shipped, "
+          f"{best['memory store']:.2f} s with an in-memory store, {best['all in memory']:.2f} s all in memory "
+          f"(all: {', '.join(f'{x:.2f}' for m in MODES for x in cpu[m])})")
+    print(f"SQLite checkpointing: {ckpt_s:.2f} s for {counts['checkpoint']} checkpoints + "
+          f"{counts['write batch']} write batches = {1000 * ckpt_s / max(1, writes):.2f} ms per write")
+    print(f"store: {counts['store batch']} batches, {counts['store item']} items written: {store_s:.2f} s = "
+          f"{1000 * store_s / max(1, counts['store item']):.2f} ms per item; alone, one pair per batch costs "
+          f"{1000 * c / n:.2f} ms CPU, {1000 * w / n:.2f} ms wall")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -278,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--code", action="store_true", help="answers with Zig code to compile (and repair); "
                    "reports wall time against the LLM and validator floors and requests in flight")
     p.add_argument("--write-costs", action="store_true", help="also measure the CPU cost of each checkpoint "
-                   "write and store file (runs at 0 s latency)")
+                   "write and store write (runs at 0 s latency)")
     p.add_argument("--one-call-floor", action="store_true", help="--code: also time all blocks in one call")
     a = p.parse_args(argv)
     if a.code:
@@ -305,8 +334,9 @@ def main(argv: list[str] | None = None) -> int:
         if a.write_costs:
             write_costs(doc, work, a.concurrency)
         for n in (int(x) for x in a.sizes.split(",")):
-            sections, per = db_size_per_section(n, work, a.concurrency)
-            print(f"checkpoint DB at N={sections:>4}: {per / 1024:6.1f} KiB per section")
+            sections, per, parts = db_size_per_section(n, work, a.concurrency)
+            print(f"checkpoint DB at N={sections:>4}: {per / 1024:6.1f} KiB per section (checkpoints "
+                  f"{parts['checkpoints'] / 1024:.1f} KiB, store {parts['store'] / 1024:.1f} KiB of data)")
     return 0 if ratio >= 13 else 1
 
 

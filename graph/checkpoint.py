@@ -1,4 +1,9 @@
-"""Checkpointers for durable runs: SQLite at <out>/state.sqlite by default, Postgres when a URL is set."""
+"""Persistence of a run: LangGraph's checkpointer and store on one database.
+
+SQLite at <out>/state.sqlite by default (checkpoints and the store's tables in one file, on one connection);
+Postgres when `checkpoint.url` is a Postgres URL (AsyncPostgresSaver and AsyncPostgresStore on that database), so
+a run's checkpoints, data and record live wholly in the database and any machine with the URL can resume it.
+"""
 
 from __future__ import annotations
 
@@ -11,32 +16,59 @@ from typing import Any
 from doctune.core.errors import ConfigError
 
 
+def is_postgres(url: str | None) -> bool:
+    return bool(url) and str(url).startswith(("postgres://", "postgresql://"))
+
+
 @asynccontextmanager
 async def open_checkpointer(url: str | None, out_dir: Path) -> AsyncIterator[Any]:
     """Yield an async checkpointer; the caller keeps it open for the whole run."""
-    if url and url.startswith(("postgres://", "postgresql://")):
-        try:
-            from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-        except ImportError:
-            raise ConfigError(
-                "checkpoint.url is a Postgres URL but the Postgres saver is missing: pip install 'doctune[postgres]'"
-            ) from None
-        async with AsyncPostgresSaver.from_conn_string(url) as saver:
-            try:
-                await _setup_serialized(saver)
-                yield saver
-            finally:  # after any write still in flight (see _close_sqlite), roll back what a crashed step left
-                await _finish(_rollback_pg(saver.conn, saver.lock))
+    async with open_persistence(url, out_dir) as (saver, _store):
+        yield saver
+
+
+@asynccontextmanager
+async def open_persistence(url: str | None, out_dir: Path) -> AsyncIterator[tuple[Any, Any]]:
+    """Yield (checkpointer, store) on the run's database; the caller keeps them open for the whole run."""
+    if is_postgres(url):
+        async with _open_postgres(str(url)) as pair:
+            yield pair
         return
     if url and not url.startswith("sqlite:"):
         raise ConfigError(f"checkpoint.url must be postgresql://... or sqlite:PATH, not {url.split(':')[0]}:...")
+    async with _open_sqlite(Path(url.removeprefix("sqlite:")) if url else out_dir / "state.sqlite") as pair:
+        yield pair
+
+
+@asynccontextmanager
+async def _open_postgres(url: str) -> AsyncIterator[tuple[Any, Any]]:
+    try:
+        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+        from langgraph.store.postgres.aio import AsyncPostgresStore
+    except ImportError:
+        raise ConfigError(
+            "checkpoint.url is a Postgres URL but the Postgres saver is missing: pip install 'doctune[postgres]'"
+        ) from None
+    async with AsyncPostgresSaver.from_conn_string(url) as saver, \
+            AsyncPostgresStore.from_conn_string(url) as store:
+        try:
+            await _setup_serialized(saver, store)
+            yield saver, store
+        finally:  # after any write still in flight (see _close_sqlite), roll back what a crashed step left
+            _stop_batching(store)
+            await await_fully(_rollback_pg(saver.conn, saver.lock))
+
+
+@asynccontextmanager
+async def _open_sqlite(path: Path) -> AsyncIterator[tuple[Any, Any]]:
     import aiosqlite
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+    from langgraph.store.sqlite.aio import AsyncSqliteStore
 
-    path = Path(url.removeprefix("sqlite:")) if url else out_dir / "state.sqlite"
     await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
     conn = await aiosqlite.connect(str(path))
-    sqlite_saver: AsyncSqliteSaver | None = None
+    saver: AsyncSqliteSaver | None = None
+    store: AsyncSqliteStore | None = None
     try:
         # Wait for a writer instead of failing after sqlite3's 5 s default: `doctune status` or a retry may hold
         # the write lock for a moment under load.
@@ -45,10 +77,27 @@ async def open_checkpointer(url: str | None, out_dir: Path) -> AsyncIterator[Any
         # process (kill -9, OOM) loses nothing (the WAL is in the OS page cache); only a power cut can drop the
         # last steps, and those are simply re-run on resume.
         await conn.execute("PRAGMA synchronous = NORMAL")
-        sqlite_saver = AsyncSqliteSaver(conn)
-        yield sqlite_saver
+        saver = AsyncSqliteSaver(conn)
+        await saver.setup()
+        # The store shares the saver's connection and lock: one writer, so a store transaction can never meet a
+        # checkpoint committed on another connection between its read and its write (SQLITE_BUSY_SNAPSHOT).
+        store = AsyncSqliteStore(conn)
+        store.lock = saver.lock
+        await store.setup()
+        # The store expects an autocommit connection (it issues BEGIN/COMMIT itself); the saver's is not, so
+        # the implicit transaction the store's migrations opened is committed here.
+        await conn.commit()
+        yield saver, store
     finally:
-        await _finish(_close_sqlite(conn, sqlite_saver.lock if sqlite_saver is not None else None))
+        _stop_batching(store)
+        await await_fully(_close_sqlite(conn, saver.lock if saver is not None else None))
+
+
+def _stop_batching(store: Any) -> None:
+    """End the store's background batching task (it would otherwise outlive the connection)."""
+    task = getattr(store, "_task", None)
+    if task is not None:
+        task.cancel()
 
 
 async def _close_sqlite(conn: Any, lock: asyncio.Lock | None) -> None:
@@ -71,7 +120,7 @@ async def _close_sqlite(conn: Any, lock: asyncio.Lock | None) -> None:
         await asyncio.to_thread(thread.join, 30)
 
 
-async def _finish(coro: Any) -> None:
+async def await_fully(coro: Any) -> None:
     """Await `coro` to the end even if this task is cancelled meanwhile (Ctrl-C during cleanup); the
     cancellation is re-raised afterwards."""
     task = asyncio.ensure_future(coro)
@@ -96,9 +145,10 @@ async def _rollback_pg(conn: Any, lock: asyncio.Lock) -> None:
 _SETUP_LOCK = 0x646F6374  # any fixed 64-bit key: "doct"
 
 
-async def _setup_serialized(saver: Any, wait_s: float = 120.0) -> None:
-    """Run the saver's migrations under a Postgres advisory lock: two processes opening a fresh database at once
-    (a run and `doctune status`, or several server workers) would otherwise both CREATE the tables and one fail.
+async def _setup_serialized(saver: Any, store: Any = None, wait_s: float = 120.0) -> None:
+    """Run the saver's and the store's migrations under a Postgres advisory lock: two processes opening a fresh
+    database at once (a run and `doctune status`, or several server workers) would otherwise both CREATE the
+    tables and one fail.
 
     The lock is polled with pg_try_advisory_lock, never waited on inside a statement: the migrations use
     CREATE INDEX CONCURRENTLY, which waits for every open transaction — a blocked lock request included."""
@@ -116,5 +166,7 @@ async def _setup_serialized(saver: Any, wait_s: float = 120.0) -> None:
         await asyncio.sleep(0.1)
     try:
         await saver.setup()
+        if store is not None:
+            await store.setup()
     finally:
         await saver.conn.execute("SELECT pg_advisory_unlock(%s)", (_SETUP_LOCK,))

@@ -1,6 +1,7 @@
 """Run-time dependencies of the graph: passed with `context=`, never checkpointed.
 
-Services (validator, generator, store) are built lazily once per Context, inside the running event loop.
+Services (validator, generator) are built lazily once per Context, inside the running event loop. The run's data
+store is not a service of the Context but of the run: `run_store(runtime)` wraps the store the graph runs with.
 A LangGraph server run has no Python context object: its JSON `context` becomes a `ServerRun` (LangGraph coerces
 it into the schema `server_run_schema` made, whose defaults the server entry point chose), and `resolve` gives the
 Context for its (out_dir, config), built once per server process: runs with the same ones share the validator
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from doctune.core.errors import ConfigError
-from doctune.core.schemas import CodeCheck, Pair, Section, ValidateMany, Verdict
+from doctune.core.schemas import CodeCheck, ValidateMany, Verdict
 from doctune.core.settings import Settings, load_settings
 from doctune.graph.store import Store
 
@@ -36,15 +37,6 @@ class Context:
     validator: Validator | None = None  # injected (tests) or built lazily
     generator: PairGenerator | None = None
     _cache: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
-
-    @property
-    def store(self) -> Store:
-        return Store(self.out_dir / "store")
-
-    @property
-    def astore(self) -> AsyncStore:
-        """The store for nodes: its file I/O runs in a worker thread, never in the event loop."""
-        return AsyncStore(self.store)
 
     def get_validator(self) -> Validator:
         if self.validator is not None:
@@ -103,29 +95,19 @@ class Context:
                 await svc.aclose()
 
 
-class AsyncStore:
-    """Async facade of `Store` (each call in a worker thread): nodes must not block the server's event loop."""
+def run_store(runtime: Any, ctx: Context) -> Store:
+    """The run's data for a node: the store the graph was compiled with (the run's database) or, under a
+    LangGraph server, the server's own; namespaced by the thread (= run id). A graph compiled without a store
+    (a script with an in-memory checkpointer) gets an in-memory store that lives as long as its Context."""
+    base = runtime.store
+    if base is None:
+        base = ctx._cache.get("memory_store")
+        if base is None:
+            from langgraph.store.memory import InMemoryStore
 
-    def __init__(self, store: Store):
-        self.sync = store
-
-    async def get_section(self, section_id: str) -> Section:
-        return await asyncio.to_thread(self.sync.get_section, section_id)
-
-    async def put_sections(self, sections: list[Section]) -> None:
-        await asyncio.to_thread(lambda: [self.sync.put_section(s) for s in sections])
-
-    async def get_pair(self, pair_id: str) -> Pair:
-        return await asyncio.to_thread(self.sync.get_pair, pair_id)
-
-    async def get_pairs(self, pair_ids: list[str]) -> list[Pair]:
-        return await asyncio.to_thread(lambda: [self.sync.get_pair(p) for p in pair_ids])
-
-    async def put_pairs(self, pairs: list[Pair]) -> None:
-        await asyncio.to_thread(lambda: [self.sync.put_pair(p) for p in pairs])
-
-    async def has_pair(self, pair_id: str) -> bool:
-        return await asyncio.to_thread(self.sync.has_pair, pair_id)
+            base = ctx._cache.setdefault("memory_store", InMemoryStore())
+    info = getattr(runtime, "execution_info", None)
+    return Store(base, getattr(info, "thread_id", None) or "no-thread")
 
 
 @dataclass

@@ -110,7 +110,7 @@ async def run_pipeline(
 ) -> RunSummary:
     """Run (or resume) the graph for `docs` into `out_dir`; returns the summary."""
     from doctune.agents.generator import generator_kind
-    from doctune.graph.checkpoint import open_checkpointer
+    from doctune.graph import checkpoint
     from doctune.graph.context import Context
     from doctune.graph.graph import build_graph
 
@@ -126,10 +126,10 @@ async def run_pipeline(
         "recursion_limit": 50 + 4 * (settings.generator.max_repairs + 2),
         **trace_config(run_id, docs, settings),
     }
-    async with open_checkpointer(settings.checkpoint.url, out_dir) as saver:
+    async with checkpoint.open_persistence(settings.checkpoint.url, out_dir) as (saver, store):
         try:
-            status, values = await _drive(build_graph(checkpointer=saver), docs, max_sections, config, ctx,
-                                          progress or NoProgress())
+            status, values = await _drive(build_graph(checkpointer=saver, store=store), docs, max_sections, config,
+                                          ctx, progress or NoProgress())
         finally:  # every exit path (an error, Ctrl-C) closes what this run opened: HTTP clients, verdict cache
             if context is None:
                 await ctx.aclose()

@@ -46,8 +46,11 @@ def build_section_graph() -> Any:
     return g.compile()
 
 
-def build_graph(checkpointer: Any = None) -> Any:
-    """The whole pipeline as a compiled LangGraph graph (`from doctune import build_graph`)."""
+def build_graph(checkpointer: Any = None, store: Any = None) -> Any:
+    """The whole pipeline as a compiled LangGraph graph (`from doctune import build_graph`).
+
+    `store` (a LangGraph `BaseStore`) holds the run's section text and pairs; without one (a server brings its
+    own; a script with an in-memory checkpointer) nodes use the server's store or an in-memory one."""
     g = StateGraph(RunState, context_schema=Context, input_schema=RunInput, output_schema=RunOutput)
     g.add_node(SPLIT, nodes.split)
     g.add_node(SECTION, build_section_graph())
@@ -62,4 +65,4 @@ def build_graph(checkpointer: Any = None) -> Any:
     g.add_conditional_edges(EXPORT, nodes.route_after_export, [TRAIN, END])
     g.add_edge(TRAIN, EVALUATE)
     g.add_edge(EVALUATE, END)
-    return g.compile(checkpointer=checkpointer)
+    return g.compile(checkpointer=checkpointer, store=store)

@@ -2,18 +2,22 @@
 scripts, the CLI (which only displays) and the server. Synchronous callers use `doctune.run` / `status` / `retry`
 (`doctune.app.runner`), which turn Ctrl-C / SIGTERM into `Interrupted` (checkpoints kept, resumable).
 
-Settings of record: the first start writes the settings to `DIR/run.json` (secrets masked, endpoint and generator
-resolved); a retry uses the last attempt's settings plus explicit `changes`, never the caller's environment (the
-API key excepted). Every start, resume and retry is appended to the run's history. One process at a time works on
-a run directory (`DIR/.lock`, an flock the kernel drops when the process dies, `kill -9` included).
+Settings of record: the first start writes the settings to the run's record (secrets masked, endpoint and
+generator resolved); a retry uses the last attempt's settings plus explicit `changes`, never the caller's
+environment (the API key excepted). Every start, resume and retry is appended to the run's history. The record is
+kept in the run's checkpoint database (LangGraph's store) and copied to `DIR/run.json`; the database's copy wins,
+so a run on Postgres resumes from any directory that has the URL and the docs, with no local run files. One
+process at a time works on a run directory (`DIR/.lock`, an flock the kernel drops when the process dies,
+`kill -9` included).
 """
 
 from __future__ import annotations
 
 import asyncio
 import fcntl
+import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,7 @@ from doctune.graph.driver import RunSummary, compute_run_id, run_pipeline
 from doctune.graph.runstatus import RunStatus, compute_status
 
 LOCK_FILE = ".lock"
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------- start / resume
@@ -43,33 +48,88 @@ async def arun(docs: list[str], out_dir: Path | str, settings: Settings | None =
     settings = settings or load_settings()
     await asyncio.to_thread(preflight, docs, settings, check_llm)
     run_id = compute_run_id(docs, max_sections, settings)
+    url = settings.checkpoint.url
     with run_lock(out_dir):
-        known = _same_run(out_dir, run_id)
-        runrecord.start_attempt(out_dir, run_id, docs, max_sections, settings, "resume" if known else "run")
-        return await _attempt(out_dir, lambda: run_pipeline(docs, out_dir, settings, max_sections=max_sections,
-                                                            run_id=run_id, progress=progress,
-                                                            context=context))
+        info = await _begin_run(out_dir, run_id, url, lambda known: runrecord.begin_attempt(
+            known, run_id, docs, max_sections, settings, "resume" if known else "run"))
+        return await _attempt(out_dir, info, url, lambda: run_pipeline(
+            docs, out_dir, settings, max_sections=max_sections, run_id=run_id, progress=progress,
+            context=context))
 
 
-def _same_run(out_dir: Path, run_id: str) -> bool:
+async def _begin_run(out_dir: Path, run_id: str, url: str | None, begin: Callable[[Any], dict[str, Any]]
+                     ) -> dict[str, Any]:
+    """Read the run's record, append the attempt `begin` makes of it, save it (one database connection)."""
+    from doctune.graph.checkpoint import open_persistence
+    from doctune.graph.store import put_record
+
+    async with open_persistence(url, out_dir) as (_, store):
+        info = begin(await _known(out_dir, run_id, store))
+        await put_record(store, info)
+    await asyncio.to_thread(runrecord.save_record, out_dir, info)
+    return info
+
+
+async def _load_run(out_dir: Path, run_id: str, url: str | None) -> dict[str, Any] | None:
+    from doctune.graph.checkpoint import open_persistence
+
+    async with open_persistence(url, out_dir) as (_, store):
+        return await _known(out_dir, run_id, store)
+
+
+async def _known(out_dir: Path, run_id: str, store: Any) -> dict[str, Any] | None:
+    """The run's record: the checkpoint database's (shared by every directory that resumes the run), else the
+    one in DIR/run.json if it is this run's; None for a new run."""
+    from doctune.graph.store import get_record
+
+    info = await get_record(store, run_id)
+    if info is None:
+        try:
+            info = await asyncio.to_thread(runrecord.load_record, out_dir)
+        except InputError:
+            return None
+    return info if info.get("run_id") == run_id else None
+
+
+async def _save_run(out_dir: Path, info: dict[str, Any], url: str | None) -> None:
+    """Save the record to the checkpoint database and to DIR/run.json (a copy for people and `doctune status`)."""
+    from doctune.graph.checkpoint import open_persistence
+    from doctune.graph.store import put_record
+
+    async with open_persistence(url, out_dir) as (_, store):
+        await put_record(store, info)
+    await asyncio.to_thread(runrecord.save_record, out_dir, info)
+
+
+async def _end_run(out_dir: Path, info: dict[str, Any], url: str | None, outcome: str, failing: bool) -> None:
+    """Record how the attempt ended, even while this task is being cancelled (Ctrl-C). When the attempt itself
+    failed (`failing`), a database that cannot be written is logged, not raised over the run's own error."""
+    from doctune.graph.checkpoint import await_fully
+
+    info = runrecord.end_attempt(info, outcome)
     try:
-        return runrecord.load_record(out_dir)["run_id"] == run_id
-    except InputError:
-        return False
+        await await_fully(_save_run(out_dir, info, url))
+    except Exception as e:
+        if not failing:
+            raise
+        log.warning("could not record the attempt's end in the checkpoint database: %s", e)
+        runrecord.save_record(out_dir, info)
 
 
-async def _attempt(out_dir: Path, go: Any) -> RunSummary:
+async def _attempt(out_dir: Path, info: dict[str, Any], url: str | None, go: Any) -> RunSummary:
     """Await one attempt, recording how it ended; the summary's tokens include those of replaced results."""
     try:
         summary: RunSummary = await go()
     except asyncio.CancelledError:
-        runrecord.finish_attempt(out_dir, "interrupted")
+        await _end_run(out_dir, info, url, "interrupted", failing=True)
         raise
     except BaseException as e:
-        runrecord.finish_attempt(out_dir, f"stopped: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        why = f"stopped: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        await _end_run(out_dir, info, url, why, failing=True)
         raise
-    runrecord.finish_attempt(out_dir, "completed_with_failures" if summary.failed_sections else "completed")
-    extra = runrecord.superseded_tokens(runrecord.load_record(out_dir))
+    await _end_run(out_dir, info, url, "completed_with_failures" if summary.failed_sections else "completed",
+                   failing=False)
+    extra = runrecord.superseded_tokens(info)
     summary.tokens = {k: summary.tokens.get(k, 0) + extra.get(k, 0) for k in ("input", "output")}
     return summary
 
@@ -146,22 +206,18 @@ async def astatus(out_dir: Path | str, checkpoint_url: str | None = None) -> Run
 
 
 async def _status(out_dir: Path, info: dict[str, Any], url: str | None, running: bool) -> RunStatus:
-    from doctune.graph.checkpoint import open_checkpointer
+    """The run's status from its checkpoints; section headings and the record (attempts) from its store."""
+    from doctune.graph.checkpoint import open_persistence
     from doctune.graph.graph import build_graph
-    from doctune.graph.store import Store
+    from doctune.graph.store import Store, get_record
 
-    async with open_checkpointer(url, out_dir) as saver:
-        graph = build_graph(checkpointer=saver)
+    async with open_persistence(url, out_dir) as (saver, base):
+        graph = build_graph(checkpointer=saver, store=base)
         snap = await graph.aget_state({"configurable": {"thread_id": info["run_id"]}}, subgraphs=True)
-    store = Store(out_dir / "store")
-
-    def heading(section_id: str) -> str:
-        try:
-            return store.get_section(section_id).heading_path or section_id
-        except (OSError, ValueError):
-            return section_id
-
-    st = await asyncio.to_thread(compute_status, info["run_id"], snap, heading, running,
+        info = await get_record(base, info["run_id"]) or info
+        sections = await Store(base, info["run_id"]).get_sections(list((snap.values or {}).get("section_ids", [])))
+    headings = {s.id: s.heading_path or s.id for s in sections}
+    st = await asyncio.to_thread(compute_status, info["run_id"], snap, lambda sid: headings.get(sid, sid), running,
                                  runrecord.superseded_tokens(info))
     st.attempts = [{k: v for k, v in a.items() if k != "settings"} for a in info.get("attempts") or []]
     return st
@@ -181,8 +237,9 @@ async def aretry(out_dir: Path | str, *, section: str | None = None, changes: di
     the run's history so totals still add up."""
     out_dir = Path(out_dir)
     info = runrecord.load_record(out_dir)
-    run_id, docs, max_sections = info["run_id"], info["docs"], info.get("max_sections")
     url = _checkpoint_url(out_dir, info, checkpoint_url or load_settings().checkpoint.url)
+    info = await _load_run(out_dir, info["run_id"], url) or info  # the database's record is the newest
+    run_id, docs, max_sections = info["run_id"], info["docs"], info.get("max_sections")
     settings = runrecord.settings_of_record(info, changes, url)
     await asyncio.to_thread(preflight, docs, settings, check_llm)
     with run_lock(out_dir):
@@ -195,9 +252,10 @@ async def aretry(out_dir: Path | str, *, section: str | None = None, changes: di
             if not targets:
                 return None
             superseded = await _fork_without(out_dir, settings, run_id, targets)
-        runrecord.start_attempt(out_dir, run_id, docs, max_sections, settings, "retry", changes, superseded)
-        return await _attempt(out_dir, lambda: run_pipeline(docs, out_dir, settings, max_sections=max_sections,
-                                                            run_id=run_id, progress=progress))
+        info = runrecord.begin_attempt(info, run_id, docs, max_sections, settings, "retry", changes, superseded)
+        await _save_run(out_dir, info, url)
+        return await _attempt(out_dir, info, url, lambda: run_pipeline(
+            docs, out_dir, settings, max_sections=max_sections, run_id=run_id, progress=progress))
 
 
 def _check_section(section: str, st: RunStatus) -> None:

@@ -10,10 +10,10 @@ from typing import Any, Literal, TypeVar
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
-from doctune.agents.checking import check_pairs, code_hash, rejection_reason, repair_one
+from doctune.agents.checking import already_repaired, check_pairs, code_hash, rejection_reason, repair_one
 from doctune.agents.generator import PairGenerator
-from doctune.core.schemas import Attempt
-from doctune.graph.context import Context, aresolve, resolve
+from doctune.core.schemas import Attempt, Pair
+from doctune.graph.context import Context, aresolve, resolve, run_store
 from doctune.graph.names import CURATE, SECTION
 from doctune.graph.state import RunState, SectionResult, SectionState
 
@@ -28,7 +28,7 @@ async def split(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
 
     ctx = await aresolve(runtime.context)
     sections = await asyncio.to_thread(split_paths, state["docs"], ctx.settings.split)
-    await ctx.astore.put_sections(sections)
+    await run_store(runtime, ctx).put_sections(sections)
     limit = state.get("max_sections")
     chosen = sections[:limit] if limit else sections
     return {"section_ids": [s.id for s in chosen], "sections_total": len(sections)}
@@ -56,7 +56,8 @@ async def generate(state: SectionState, runtime: Runtime[Context]) -> dict[str, 
     stops the whole run.
     """
     ctx = await aresolve(runtime.context)
-    section = await ctx.astore.get_section(state["section_id"])
+    store = run_store(runtime, ctx)
+    section = await store.get_section(state["section_id"])
     if len(section.text) < ctx.settings.generator.min_section_chars:
         return {"pending": [], "generated": 0, "attempt": 0}
     gen = await ctx.aget_generator()
@@ -69,22 +70,24 @@ async def generate(state: SectionState, runtime: Runtime[Context]) -> dict[str, 
         tokens = {"input": getattr(usage, "input", 0), "output": getattr(usage, "output", 0)}
         return {"pending": [], "generated": 0, "attempt": 0, "tokens": tokens, "error": _describe("generate", e)}
     pairs = [p for p in result.pairs if p.code_blocks() or not ctx.settings.generator.require_code]
-    for p in [*pairs, *(r.pair for r in result.rejected)]:
+    dropped = [r.pair for r in result.rejected]
+    for p in [*pairs, *dropped]:
         p.attempts.append(Attempt(n=0, code_hash=code_hash(p)))
-    await ctx.astore.put_pairs([*pairs, *(r.pair for r in result.rejected)])
+    versions = await store.put_pairs([*dropped, *pairs])
     rejected = [{"pair_id": r.pair.id, "reason": r.reason} for r in result.rejected]
     return {"pending": [p.id for p in pairs], "generated": len(pairs) + len(rejected), "attempt": 0,
-            "tokens": result.tokens(), "rejected": rejected}
+            "tokens": result.tokens(), "rejected": rejected, "versions": versions}
 
 
 async def validate(state: SectionState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Check the pending pairs (every Zig block, hidden tests and their vacuity); split them by outcome."""
     ctx = await aresolve(runtime.context)
-    pairs = await ctx.astore.get_pairs(state.get("pending", []))
+    store, versions = run_store(runtime, ctx), state.get("versions", {})
+    pairs = await store.get_pairs(state.get("pending", []), versions)
     validator, gen = await ctx.aget_validator(), await ctx.aget_generator()  # built off the event loop
     checked = await check_pairs(pairs, validator.validate_many, can_repair=_can_repair(gen, ctx, state))
-    await ctx.astore.put_pairs(pairs)
-    return {"accepted": checked.accepted, "failing": checked.failing, "rejected": checked.rejected, "pending": []}
+    return {"accepted": checked.accepted, "failing": checked.failing, "rejected": checked.rejected, "pending": [],
+            "versions": await store.put_pairs(pairs, versions)}
 
 
 def _can_repair(gen: PairGenerator, ctx: Context, state: SectionState) -> bool:
@@ -106,39 +109,57 @@ async def repair(state: SectionState, runtime: Runtime[Context]) -> dict[str, An
     """
     ctx = await aresolve(runtime.context)
     gen = await ctx.aget_generator()
+    store, versions = run_store(runtime, ctx), state.get("versions", {})
     attempt = state.get("attempt", 0) + 1
     pending: list[str] = []
     rejected: list[dict[str, str]] = []
+    written: dict[str, int] = {}
     tokens = dict(state.get("tokens") or {"input": 0, "output": 0})
     failing = list(state.get("failing", []))
+    label = _label(await store.get_section(state["section_id"]))
     for i, pid in enumerate(failing):
-        old = await ctx.astore.get_pair(pid)
+        current, at = await _to_repair(store, pid, versions[pid], attempt)
         try:
-            step = await _named_run(f"repair: {await _heading(ctx, state['section_id'])}", state["section_id"],
-                                    partial(repair_one, old, gen, attempt), attempt=attempt, pair_id=pid)
+            step = await _named_run(f"repair: {label}", state["section_id"],
+                                    partial(repair_one, current, gen, attempt), attempt=attempt, pair_id=pid)
         except Exception as e:
             if not _section_failure(e, runtime):
                 raise
             rejected += [{"pair_id": p, "reason": f"repair_failed: {_one_line(e)}"} for p in failing[i:]]
             return {"pending": pending, "failing": [], "rejected": rejected, "attempt": attempt, "tokens": tokens,
-                    "error": _describe("repair", e)}
+                    "versions": written, "error": _describe("repair", e)}
         tokens = {k: tokens.get(k, 0) + step.tokens.get(k, 0) for k in ("input", "output")}
         if step.pair is not None:
-            await ctx.astore.put_pairs([step.pair])
+            written |= await store.put_pairs([step.pair], versions)
+        elif step.pending:
+            written[pid] = at
         if step.pending:
             pending.append(pid)
         elif step.rejected:
             rejected.append({"pair_id": pid, "reason": step.rejected})
-    return {"pending": pending, "failing": [], "rejected": rejected, "attempt": attempt, "tokens": tokens}
+    return {"pending": pending, "failing": [], "rejected": rejected, "attempt": attempt, "tokens": tokens,
+            "versions": written}
+
+
+async def _to_repair(store: Any, pid: str, version: int, attempt: int) -> tuple[Pair, int]:
+    """The pair to hand to `repair_one` and its stored version: the next version when an earlier run of this
+    node already stored this round's repair (a retried transient error, a killed process, a replayed fork), so
+    that answer is kept and the model is not asked again; else the failing version."""
+    done = await store.find_pair(pid, version + 1)
+    if done is not None and already_repaired(done, attempt):
+        return done, version + 1
+    return await store.get_pair(pid, version), version
 
 
 async def finish(state: SectionState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Reject what still fails and hand one small result back to the run."""
     ctx = await aresolve(runtime.context)
-    failing = await ctx.astore.get_pairs(list(state.get("failing", [])))
+    store, versions = run_store(runtime, ctx), state.get("versions", {})
+    failing = await store.get_pairs(list(state.get("failing", [])), versions)
     rejected = [*state.get("rejected", []), *({"pair_id": p.id, "reason": rejection_reason(p)} for p in failing)]
-    accepted = await ctx.astore.get_pairs(list(state.get("accepted", [])))
-    section = await ctx.astore.get_section(state["section_id"])
+    accepted = await store.get_pairs(list(state.get("accepted", [])), versions)
+    section = await store.get_section(state["section_id"])
+    named = [p.id for p in accepted] + [r["pair_id"] for r in rejected]
     result = SectionResult(
         section_id=state["section_id"],
         generated=state.get("generated", 0),
@@ -150,6 +171,7 @@ async def finish(state: SectionState, runtime: Runtime[Context]) -> dict[str, An
         source=section.source,
         heading_path=_label(section),
         evidence={p.id: p.evidence for p in accepted},
+        versions={pid: versions[pid] for pid in named if pid in versions},
     )
     if result["error"]:
         await _trace_failure(f"section failed: {_label(section)}", result["error"])
@@ -171,10 +193,11 @@ async def curate(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     from doctune.agents.curator import curate as run_curator
 
     ctx = await aresolve(runtime.context)
+    store, versions = run_store(runtime, ctx), result_versions(state)
     ids = [pid for r in state.get("results", []) for pid in r["accepted"]]
-    pairs = await ctx.astore.get_pairs(ids)
+    pairs = await store.get_pairs(ids, versions)
     prompts = await asyncio.to_thread(_eval_prompts, ctx)
-    judge = _judge(ctx) if ctx.settings.curator.judge else None
+    judge = await _judge(ctx, store, pairs) if ctx.settings.curator.judge else None
     try:
         if judge is None:  # pure CPU and file reads (extra pairs): in a worker thread, off the event loop
             result = await asyncio.to_thread(asyncio.run, run_curator(pairs, ctx.settings, eval_prompts=prompts))
@@ -183,14 +206,20 @@ async def curate(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     finally:
         if judge is not None:
             await judge.aclose()
-    # judge scores (kept and dropped pairs keep what the judge thought); merged hand-written pairs
-    await ctx.astore.put_pairs([p for p in result.kept if judge is not None or not await ctx.astore.has_pair(p.id)])
-    if judge is not None:
-        await ctx.astore.put_pairs([p for p, _ in result.dropped])
+    # New versions: judge scores (kept and dropped pairs keep what the judge thought); merged hand-written pairs.
+    everything = [*result.kept, *(p for p, _ in result.dropped)]
+    written = await store.put_pairs([p for p in everything if judge is not None or p.id not in versions], versions,
+                                    fresh=judge is not None)
     return {
         "kept": [p.id for p in result.kept],
         "dropped": [{"pair_id": p.id, "reason": why} for p, why in result.dropped],
+        "versions": {p.id: written.get(p.id, versions.get(p.id, 0)) for p in everything},
     }
+
+
+def result_versions(state: RunState) -> dict[str, int]:
+    """Pair id -> stored version as the section results name them."""
+    return {pid: v for r in state.get("results", []) for pid, v in (r.get("versions") or {}).items()}
 
 
 async def export(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -198,7 +227,14 @@ async def export(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     from doctune.agents.dataset import export_run
 
     ctx = await aresolve(runtime.context)
-    info = await asyncio.to_thread(export_run, ctx.out_dir, ctx.store, state, ctx.settings)
+    store = run_store(runtime, ctx)
+    versions = result_versions(state) | state.get("versions", {})
+    rejected = [r["pair_id"] for s in state.get("results", []) for r in s["rejected"]]
+    wanted = dict.fromkeys([*state.get("kept", []), *rejected, *(d["pair_id"] for d in state.get("dropped", []))])
+    pairs = await store.get_pairs(list(wanted), versions)
+    sections = await store.get_sections(list(state.get("section_ids", [])))
+    info = await asyncio.to_thread(export_run, ctx.out_dir, {p.id: p for p in pairs}, state, ctx.settings,
+                                   {s.id: s for s in sections})
     return {"export": info}
 
 
@@ -275,10 +311,6 @@ async def _trace_failure(name: str, error: str) -> None:
         pass
 
 
-async def _heading(ctx: Context, section_id: str) -> str:
-    return _label(await ctx.astore.get_section(section_id))
-
-
 def _label(section: Any) -> str:
     """A section as LangSmith shows it: its heading path."""
     return section.heading_path or section.title or section.id
@@ -294,13 +326,13 @@ def _describe(stage: str, exc: BaseException) -> str:
     return f"{stage} failed: {type(exc).__name__}: {_one_line(exc)}"
 
 
-def _judge(ctx: Context) -> Any:
-    """The LLM judge, reading each pair's section text from the store (conceptual answers are checked
+async def _judge(ctx: Context, store: Any, pairs: list[Pair]) -> Any:
+    """The LLM judge, given the text of the pairs' sections from the store (conceptual answers are checked
     against it)."""
     from doctune.agents.judge import Judge
 
-    store = ctx.store
-    return Judge(ctx.settings, section_text=lambda sid: store.get_section(sid).text)
+    texts = {s.id: s.text for s in await store.get_sections(sorted({p.section_id for p in pairs}))}
+    return Judge(ctx.settings, section_text=texts.get)
 
 
 def _eval_prompts(ctx: Context) -> list[str]:

@@ -3,9 +3,11 @@
 Defines ``record_settings`` (the settings as they are written: secrets masked, the endpoint and the generator
 resolved, so a later shell's environment cannot change what a retry talks to), ``settings_of_record`` (the
 settings a resume or a retry uses: the last attempt's, plus explicit changes; keys come from the environment),
-``parse_changes`` (``key=value`` strings → nested dict), and ``start_attempt`` / ``finish_attempt`` /
-``load_record`` (run.json I/O). The first attempt's settings stay in ``settings`` for ever; every later start,
-resume or retry appends to ``attempts`` and never rewrites an earlier entry.
+``parse_changes`` (``key=value`` strings → nested dict), ``begin_attempt`` / ``end_attempt`` (the record with an
+attempt added / ended) and ``load_record`` / ``save_record`` (run.json I/O). The first attempt's settings stay in
+``settings`` for ever; every later start, resume or retry appends to ``attempts`` and never rewrites an earlier
+entry. ``doctune.graph.lifecycle`` saves the record both to run.json and to the run's checkpoint database (the store's
+``("doctune", "runs")`` namespace), so a run on Postgres can be resumed where no run.json exists.
 """
 
 from __future__ import annotations
@@ -127,17 +129,15 @@ def _write(run_dir: Path, info: dict[str, Any]) -> None:
     os.replace(tmp, run_dir / RUN_FILE)
 
 
-def start_attempt(run_dir: Path, run_id: str, docs: list[str], max_sections: int | None, settings: Settings,
-                  command: str, changes: dict[str, Any] | None = None,
+def begin_attempt(info: dict[str, Any] | None, run_id: str, docs: list[str], max_sections: int | None,
+                  settings: Settings, command: str, changes: dict[str, Any] | None = None,
                   tokens_superseded: dict[str, int] | None = None) -> dict[str, Any]:
-    """Append an attempt (command run/resume/retry, its settings, generator and model) to run.json; a new run
-    (or a different run id in the same directory) starts a fresh record whose ``settings`` are these."""
+    """The record with an attempt appended (command run/resume/retry, its settings, generator and model); no
+    record, or one of another run id, starts a fresh record whose ``settings`` are these. Pure: the caller saves
+    it (run.json and the checkpoint database)."""
     recorded = record_settings(settings)
-    try:
-        info = load_record(run_dir)
-    except InputError:
-        info = {}
-    if info.get("run_id") != run_id:
+    info = copy.deepcopy(info) if info and info.get("run_id") == run_id else None
+    if info is None:
         info = {"run_id": run_id, "docs": docs, "max_sections": max_sections, "settings": recorded,
                 **who_writes(recorded), "attempts": []}
     info.setdefault("attempts", [])
@@ -145,16 +145,21 @@ def start_attempt(run_dir: Path, run_id: str, docs: list[str], max_sections: int
                **who_writes(recorded), "changes": changes or {}, "settings": recorded,
                "tokens_superseded": tokens_superseded or {"input": 0, "output": 0}}
     info["attempts"].append(attempt)
-    _write(run_dir, info)
-    return attempt
+    return info
 
 
-def finish_attempt(run_dir: Path, outcome: str) -> None:
-    """Record how the last attempt ended: completed | completed_with_failures | interrupted | stopped: <why>."""
-    info = load_record(run_dir)
+def end_attempt(info: dict[str, Any], outcome: str) -> dict[str, Any]:
+    """The record with its last attempt's ending: completed | completed_with_failures | interrupted |
+    stopped: <why>. Pure, like ``begin_attempt``."""
+    info = copy.deepcopy(info)
     if info.get("attempts"):
         info["attempts"][-1].update(outcome=outcome, finished_at=_now())
-        _write(run_dir, info)
+    return info
+
+
+def save_record(run_dir: Path, info: dict[str, Any]) -> None:
+    """Write run.json (atomically: a temp file renamed over it)."""
+    _write(run_dir, info)
 
 
 def superseded_tokens(info: dict[str, Any]) -> dict[str, int]:

@@ -1,4 +1,5 @@
-"""Graph state: only ids, counters and short strings. Section text and pairs live in the Store (by id)."""
+"""Graph state: only ids, version numbers, counters and short strings. Section text and pairs live in the run's
+store (`doctune.graph.store`); `versions` says which stored version of each pair this state refers to."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class SectionResult(TypedDict):
     source: NotRequired[str]  # the section's document
     heading_path: NotRequired[str]
     evidence: NotRequired[dict[str, str]]  # accepted pair id -> evidence level
+    versions: dict[str, int]  # pair id -> its stored version, for every pair in accepted and rejected
 
 
 class RunInput(TypedDict, total=False):
@@ -38,6 +40,7 @@ class RunState(TypedDict, total=False):
     results: Annotated[list[SectionResult], operator.add]
     kept: list[str]  # pair ids after curation
     dropped: list[dict[str, str]]  # {"pair_id", "reason"}
+    versions: dict[str, int]  # pair id -> stored version, for kept and dropped pairs (curation may add one)
     export: dict[str, Any]  # paths and counts
     train: dict[str, Any]
     evaluation: dict[str, Any]
@@ -67,6 +70,7 @@ class SectionState(TypedDict, total=False):
     failing: list[str]  # pair ids that failed the last validation
     accepted: Annotated[list[str], operator.add]
     rejected: Annotated[list[dict[str, str]], operator.add]
+    versions: Annotated[dict[str, int], operator.or_]  # pair id -> current stored version (later steps win)
     tokens: dict[str, int]
     error: str | None
     results: Annotated[list[SectionResult], operator.add]  # the one result handed back to the run

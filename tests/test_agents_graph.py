@@ -16,11 +16,10 @@ import pytest
 from doctune.core.errors import AccessError
 from doctune.core.settings import load_settings
 from doctune.graph.lifecycle import arun, astatus
-from doctune.graph.store import Store
 
 from tests.fakes import zig_answers
 from tests.fakes.openai_server import FakeOpenAI, Fault, messages_text
-from tests.reliability.harness import good_pair_responder, zig_doc
+from tests.reliability.harness import good_pair_responder, stored_pairs, zig_doc
 
 pytestmark = pytest.mark.zig
 
@@ -65,7 +64,7 @@ def test_broken_code_is_repaired_with_the_compiler_message(tmp_path: Path, cache
     assert fixed["verdict"]["verdict"] == "ok" and fixed["evidence"] == "ran"
     assert zig_answers.BROKEN_MARK not in fixed["messages"][1]["content"]
 
-    pair = Store(tmp_path / "out" / "store").get_pair(fixed["id"])
+    pair = stored_pairs(tmp_path / "out")[fixed["id"]]
     first, second = pair.attempts
     assert first.verdict == "compile_error" and first.feedback is None
     assert second.verdict == "ok" and COMPILER_MESSAGE.search(second.feedback or ""), second.feedback

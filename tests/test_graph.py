@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from doctune.agents.generator import DocExampleGenerator, GenerationResult
-from doctune.core.schemas import Section, extract_zig_blocks
+from doctune.core.schemas import Pair, Section, extract_zig_blocks
 from doctune.core.settings import load_settings
 from doctune.graph.context import Context
 from doctune.graph.driver import run_pipeline
@@ -87,8 +87,7 @@ def test_langref_pairs_carry_evidence_levels(tmp_path: Path, cache_dir: Path, la
     `tested`, programs `ran` (Hello World with its stated stdout), fragments and expected compile errors
     `compiled`."""
     out = tmp_path / "out"
-    s = asyncio.run(run_pipeline([str(langref_path)], out, _settings(cache_dir), max_sections=24,
-                                 show_progress=False))
+    s = asyncio.run(run_pipeline([str(langref_path)], out, _settings(cache_dir), max_sections=24))
     rows = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
     assert s.accepted == len(rows) >= 10
     by_mode = {(r["verdict"]["mode"], r["verdict"]["compiled_only"]) for r in rows if r["evidence"] == "compiled"}
@@ -98,6 +97,33 @@ def test_langref_pairs_carry_evidence_levels(tmp_path: Path, cache_dir: Path, la
     hello = next(r for r in rows if r["heading_path"] == "Hello World" and r["expect_stdout"])
     assert hello["evidence"] == "ran" and hello["expect_stdout"] == "Hello, world!\n"
     assert ("obj", False) in by_mode or ("obj", True) in by_mode
+
+
+def test_pairs_are_versioned_in_the_runs_store_and_state_holds_ids(sample_run) -> None:
+    """The run's data is in LangGraph's store inside state.sqlite, append-only: each kept pair's version as
+    generated (no verdict) is still there beside the validated one the final state names; the checkpoint itself
+    holds ids and version numbers, not pair bodies."""
+    from doctune.graph.checkpoint import open_persistence
+    from doctune.graph.graph import build_graph
+    from doctune.graph.store import Store
+
+    s, out = sample_run
+
+    async def read() -> tuple[dict, list[Pair], list[Pair]]:
+        async with open_persistence(None, out) as (saver, base):
+            state = (await build_graph(checkpointer=saver).aget_state({"configurable": {"thread_id": s.run_id}}))
+            store, kept = Store(base, s.run_id), state.values["kept"]
+            current = await store.get_pairs(kept, state.values["versions"])
+            first = await store.get_pairs(kept, dict.fromkeys(kept, 0))
+            return state.values, current, first
+
+    values, current, first = asyncio.run(read())
+    assert not (out / "store").exists()
+    assert all(values["versions"][p.id] >= 1 for p in current)
+    assert all(p.verdict is not None and p.evidence != "none" for p in current)
+    assert all(p.verdict is None and p.evidence == "none" for p in first)  # as generate wrote it
+    assert [p.response for p in first] == [p.response for p in current]
+    assert current[0].response not in json.dumps(values)  # the state names pairs, it does not hold them
 
 
 def test_broken_example_is_rejected_with_compiler_message(tmp_path: Path, cache_dir: Path) -> None:

@@ -132,3 +132,57 @@ def test_retry_reruns_only_the_failed_section(checkpoint_url: str | None, refere
     assert after[broken] > before[broken]
     final = status_obj(out, checkpoint_url)
     assert (final.state, final.done, final.failed) == ("completed", 3, 0)
+
+
+@pytest.mark.postgres
+def test_killed_run_resumes_from_another_directory_and_home(reference: dict, tmp_path: Path) -> None:
+    """Started in one working directory and HOME against Postgres, SIGKILLed mid-run, the same command resumes
+    the run from another directory and HOME that share only the database URL (and the docs): no run.json, no
+    state.sqlite there. The dataset equals an uninterrupted run's, finished sections are not generated again,
+    and the run's record (settings, attempts) comes from the database."""
+    import os
+
+    from tests.reliability.harness import PG_ENV, pg_database
+
+    if not os.environ.get(PG_ENV):
+        pytest.skip(f"{PG_ENV} is not set: `make test` (scripts/test.sh) starts a throw-away PostgreSQL")
+    doc = Path(reference["doc"]).read_text(encoding="utf-8")
+    homes = {}
+    for name in ("ref", "a", "b"):  # one working directory and HOME each, the same doc at the same relative path
+        homes[name] = tmp_path / name
+        (homes[name] / "docs").mkdir(parents=True)
+        (homes[name] / "docs" / "durable.md").write_text(doc, encoding="utf-8")
+    args = ["run", "docs/durable.md", "--out", "out", "--concurrency", "1"]
+    warm_up()
+    def env(name: str, base_url: str, **extra: str) -> dict[str, str]:
+        return {**_env(homes[name], reference, base_url, None), "HOME": str(homes[name]), **extra}
+
+    with FakeOpenAI(good_pair_responder) as srv:  # uninterrupted, on SQLite
+        ref = run_cli(args, env("ref", srv.base_url), cwd=homes["ref"])
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    # A slow model (one request at a time, 5 s each): a wide window to kill the run between two sections.
+    with pg_database() as url, FakeOpenAI(good_pair_responder, latency=5.0) as srv:
+        a_out = homes["a"] / "out"
+        proc = start_cli(args, env("a", srv.base_url, DOCTUNE_CHECKPOINT__URL=url), tmp_path / "a.log",
+                         cwd=homes["a"])
+        killed = kill_when(proc, lambda: status_obj(a_out, url).done >= 1, timeout=240)
+        assert killed, "the run finished before the kill point:\n" + (tmp_path / "a.log").read_text()[-2000:]
+        st = status_obj(a_out, url)
+        assert st.state == "interrupted" and 1 <= st.done < 3, st
+        finished = headings(a_out, done_ids(st))
+        before = calls_by_section(srv)
+
+        b_out = homes["b"] / "out"
+        r = run_cli(args, env("b", srv.base_url, DOCTUNE_CHECKPOINT__URL=url), cwd=homes["b"])
+        assert r.returncode == 0 and no_traceback(r.stderr), r.stderr[-3000:]
+        after = calls_by_section(srv)
+    assert "resumed" in r.stderr
+    assert not (b_out / "state.sqlite").exists()
+    assert dataset_signature(b_out) == dataset_signature(homes["ref"] / "out")
+    assert len(set(pair_ids(b_out))) == len(pair_ids(b_out)) == 3
+    for h in finished:  # no finished section's LLM call was repeated
+        assert after[h] == before[h] == 1, (h, before, after)
+    record = json.loads((b_out / "run.json").read_text(encoding="utf-8"))
+    assert [a["command"] for a in record["attempts"]] == ["run", "resume"], record["attempts"]
+    assert record["attempts"][0]["outcome"] == "running"  # killed: never recorded its end
+    assert record["attempts"][1]["outcome"] == "completed"

@@ -136,7 +136,8 @@ async def _run(url: str, doc: Path, context: dict | None = None) -> tuple[list, 
         events.append((chunk.event, chunk.data))
     state = await client.threads.get_state(thread["thread_id"])
     history = await client.threads.get_history(thread["thread_id"], limit=50)
-    return events, {"state": state, "history": history}
+    stored = await client.store.search_items(("doctune", thread["thread_id"], "pairs"), limit=100)
+    return events, {"state": state, "history": history, "stored": stored["items"]}
 
 
 def _nodes(events: list) -> set[str]:
@@ -164,6 +165,9 @@ def test_langgraph_dev_serves_the_graph(server: str, tmp_path: Path) -> None:
     assert values["export"]["pairs"] == 2 and len(values["kept"]) == 2
     # The server's own checkpointer kept the steps (split, fan-out, curate, export).
     assert len(got["history"]) >= 4
+    # And its own store the run's data: each kept pair as generated (version 0) and as validated (version 1).
+    stored = {it["key"] for it in got["stored"]}
+    assert {f"{pid}@{v}" for pid in values["kept"] for v in (0, 1)} <= stored, stored
     out = tmp_path / "out"
     rows = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
     assert sorted(r["evidence"] for r in rows) == ["ran", "tested"]

@@ -7,8 +7,8 @@ A server run gets no Python `Context`: its JSON context `{"out_dir": ..., "confi
 a `ServerRun`, and the nodes use the Context of its (out_dir, config), built once per process
 (`graph/context.py`: settings from `load_settings(config)`, i.e. the TOML file and the usual `DOCTUNE_*`
 variables such as `DOCTUNE_VALIDATOR__EXECUTOR=codapi`). The defaults of those two keys are this entry point's,
-read here and only here when the server builds the graph: `DOCTUNE_OUT` (where the store and the dataset go,
-default ./doctune-out) and `DOCTUNE_CONFIG` (optional TOML file) — the server process's own options, as argv is
+read here and only here when the server builds the graph: `DOCTUNE_OUT` (where the dataset files go,
+default ./doctune-out; section text and pairs go to the server's own store, reached through `runtime.store`) and `DOCTUNE_CONFIG` (optional TOML file) — the server process's own options, as argv is
 the CLI's. Give each run its own out_dir (`{"out_dir": "/data/runs/langref"}`), since the dataset files
 (pairs.jsonl, dataset/) are written per output directory. The run input is the same as the CLI's:
 `{"docs": ["path/on/the/server.md"], "max_sections": 5}`.

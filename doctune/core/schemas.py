@@ -1,7 +1,7 @@
 """Data shapes shared by every stage: sections, pairs, expectations and verdicts.
 
 These are the contracts between agents, the graph, the CLI and the files we write (JSONL). Keep them small and
-JSON-serialisable; big text lives in files keyed by id (see ``doctune.graph.store``).
+JSON-serialisable; big text lives in the run's store keyed by id and version (see ``doctune.graph.store``).
 """
 
 from __future__ import annotations

@@ -59,9 +59,10 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float = 600, cwd: Pat
                           timeout=timeout)
 
 
-def start_cli(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def start_cli(args: list[str], env: dict[str, str], log: Path, cwd: Path | None = None
+              ) -> subprocess.Popen[bytes]:
     f = log.open("ab")
-    return subprocess.Popen([*doctune_cmd(), *args], env=env, stdout=f, stderr=subprocess.STDOUT,
+    return subprocess.Popen([*doctune_cmd(), *args], env=env, cwd=cwd, stdout=f, stderr=subprocess.STDOUT,
                             start_new_session=True)
 
 
@@ -149,20 +150,40 @@ def done_ids(st: Any) -> set[str]:
     return set(st.section_ids) - set(st.pending_ids) - failed
 
 
-def headings(out: Path, section_ids: set[str]) -> set[str]:
-    """Section ids -> the heading paths the generator prompt names (what the fake model matches on)."""
+def read_store(out: Path, read: Callable[[Any], Any]) -> Any:
+    """`await read(store)` on the run's store in `out` (the run's database: run.json names its run id and, for
+    Postgres, its URL), in-process."""
+    from doctune.graph.checkpoint import open_persistence
     from doctune.graph.store import Store
 
-    store = Store(out / "store")
-    return {store.get_section(s).heading_path for s in section_ids}
+    info = json.loads((out / "run.json").read_text(encoding="utf-8"))
+
+    async def go() -> Any:
+        async with open_persistence(info["settings"]["checkpoint"]["url"], out) as (_, base):
+            return await read(Store(base, info["run_id"]))
+
+    return asyncio.run(go())
+
+
+def stored_sections(out: Path) -> dict[str, Any]:
+    """Section id -> Section, as the run stored them."""
+    return {s.id: s for s in read_store(out, lambda store: store.all_sections())}
+
+
+def stored_pairs(out: Path) -> dict[str, Any]:
+    """Pair id -> the pair at its newest stored version."""
+    return read_store(out, lambda store: store.latest_pairs())
+
+
+def headings(out: Path, section_ids: set[str]) -> set[str]:
+    """Section ids -> the heading paths the generator prompt names (what the fake model matches on)."""
+    sections = stored_sections(out)
+    return {sections[s].heading_path for s in section_ids}
 
 
 def section_id_of(out: Path, heading: str) -> str:
     """The id of the stored section whose heading path is `heading`."""
-    from doctune.core.schemas import Section
-
-    for f in sorted((out / "store" / "sections").glob("*.json")):
-        s = Section.model_validate_json(f.read_text(encoding="utf-8"))
+    for s in stored_sections(out).values():
         if s.heading_path == heading:
             return s.id
     raise AssertionError(f"no stored section {heading!r} in {out}")

@@ -3,7 +3,7 @@
     python tests/reliability/killer.py [--kill-at N] [--events FILE] -- run DOC --out DIR ...
 
 Counted events, in the order the run makes them: checkpoint saves (`ckpt.put`, `ckpt.writes`, SQLite and
-Postgres savers), store records (`store.sections`, `store.pairs`) and the export's files (`export.jsonl`,
+Postgres savers), the run store's writes (`store.sections`, `store.pairs`: one batch each) and the export's files (`export.jsonl`,
 `export.dataset`). With `--kill-at N` the process kills itself with SIGKILL just before the N-th event (odd N) or
 just after it (even N): no cleanup, no atexit, no flush — like `kill -9` or a power cut. With `--events FILE`
 the sequence of event names is written to FILE when the process exits normally (count mode).
@@ -68,10 +68,6 @@ def _wrap_sync(owner: Any, attr: str, name: Any) -> None:
     setattr(owner, attr, wrapper)
 
 
-def _store_label(_self: Any, path: Path, *_: Any) -> str:
-    return f"store.{Path(path).parent.name}"
-
-
 def install() -> None:
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
@@ -88,7 +84,8 @@ def install() -> None:
     for cls in savers:
         _wrap_async(cls, "aput", "ckpt.put")
         _wrap_async(cls, "aput_writes", "ckpt.writes")
-    _wrap_sync(doctune.graph.store.Store, "_write", _store_label)
+    _wrap_async(doctune.graph.store.Store, "put_sections", "store.sections")
+    _wrap_async(doctune.graph.store.Store, "put_pairs", "store.pairs")
     _wrap_sync(doctune.agents.dataset, "write_jsonl", "export.jsonl")
     _wrap_sync(doctune.agents.dataset, "save_dataset", "export.dataset")
 

@@ -68,10 +68,10 @@ def _rows(path: Path) -> list[dict[str, Any]]:
 
 def _verdicts_by_case(out: Path, programs: dict[str, str]) -> dict[str, str]:
     """Each stored pair's verdict, keyed by the hostile case whose program its response holds."""
-    from doctune.graph.store import Store
+    from tests.reliability.harness import stored_pairs
 
     got: dict[str, str] = {}
-    for pair in Store(out / "store").iter_pairs():
+    for pair in stored_pairs(out).values():
         case = next((n for n, code in programs.items() if code.strip() in pair.response), None)
         if case is not None and pair.verdict is not None:
             got[case] = pair.verdict.verdict

@@ -24,7 +24,7 @@ from doctune.core.schemas import Section
 from tests.fakes import zig_answers
 from tests.fakes.openai_server import FakeOpenAI, FaultPlan, messages_text
 from tests.reliability.conftest import bump
-from tests.reliability.harness import llm_env, no_traceback, run_cli
+from tests.reliability.harness import llm_env, no_traceback, run_cli, stored_sections
 
 pytestmark = pytest.mark.zig
 
@@ -81,9 +81,7 @@ def _rows(path: Path) -> list[dict[str, Any]]:
 
 
 def _sections(out: Path) -> dict[str, Section]:
-    sections = (Section.model_validate_json(f.read_text(encoding="utf-8"))
-                for f in (out / "store" / "sections").glob("*.json"))
-    return {s.id: s for s in sections}
+    return stored_sections(out)
 
 
 def test_run_survives_thirty_percent_llm_faults(langref: Path, tmp_path: Path, tally: dict[str, Any]) -> None:
