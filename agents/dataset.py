@@ -50,7 +50,7 @@ def pair_record(p: Pair) -> dict[str, Any]:
         "repairs": max(0, len(p.attempts) - 1),
         "attempts": len(p.attempts),
         "difficulty": difficulty(len(p.attempts)),
-        "tests": p.tests,
+        "tests": p.tests if p.evidence == "tested" else None,  # only tests that proved the pair (not vacuous)
         "expect_stdout": stated_stdout(p),
         "verdict": v.model_dump(include={"verdict", "mode", "compiled_only", "duration_s", "executor"}) if v else None,
     }

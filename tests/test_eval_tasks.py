@@ -145,3 +145,22 @@ def test_sample_references_pass_and_wrong_variants_fail() -> None:
 @pytest.mark.slow
 def test_all_references_pass_and_all_wrong_variants_fail() -> None:
     assert _check_tasks(TASKS) == []
+
+
+def test_dataset_rows_with_hidden_tests_or_a_stated_stdout_become_hidden_checked_tasks() -> None:
+    from doctune.trainer.tasks import tasks_from_split
+
+    def row(rid: str, answer: str, **extra: object) -> dict:
+        return {"id": rid, "messages": [{"role": "user", "content": f"task {rid}"},
+                                        {"role": "assistant", "content": f"```zig\n{answer}```\n"}], **extra}
+
+    fn = "pub fn twice(x: i32) i32 {\n    return 2 * x;\n}\n"
+    prog = 'const std = @import("std");\npub fn main() void {\n    std.debug.print("hi\\n", .{});\n}\n'
+    tests = 'test "twice" {\n    try @import("std").testing.expectEqual(@as(i32, 4), twice(2));\n}\n'
+    got = {t.id: t for t in tasks_from_split([row("a", fn, tests=tests), row("b", prog, expect_stdout="hi\n"),
+                                              row("c", prog), row("d", fn)])}
+    assert got["dataset-a"].mode == "test" and got["dataset-a"].tests == tests
+    assert got["dataset-a"].checked_by == "hidden_tests"
+    assert got["dataset-b"].mode == "run" and got["dataset-b"].checked_by == "expected_stdout"
+    assert got["dataset-c"].expect_stdout is None  # calibrated later from running the reference
+    assert "dataset-d" not in got  # declarations only, no tests: nothing can check an answer

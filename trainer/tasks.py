@@ -93,8 +93,9 @@ def load_tasks(paths: Iterable[Path | str]) -> list[EvalTask]:
 
 
 def tasks_from_split(split: Any) -> list[EvalTask]:
-    """Tasks from a dataset split (rows with ``messages``), the user turn being the prompt. A reference program
-    (``pub fn main``) gives a run-mode task whose expected stdout comes from running the reference (see
+    """Tasks from a dataset split (rows with ``messages``), the user turn being the prompt. A row with hidden
+    ``tests`` (a triplet) gives a test task those tests decide. A reference program (``pub fn main``) gives a
+    run-mode task whose expected stdout is the row's ``expect_stdout`` or comes from running the reference (see
     ``evaluate.calibrate``). A reference made of tests gives a ``self``-checked test task: such prompts ("show X
     with a test") name nothing a hidden test could call, so the answer's own tests must exist and pass. Rows
     without Zig code, or with only declarations, cannot be checked and are skipped."""
@@ -106,8 +107,12 @@ def tasks_from_split(split: Any) -> list[EvalTask]:
         if not user or code is None:
             continue
         tid = f"dataset-{row.get('id') or i}"
-        if MAIN_DECL.search(code):
-            tasks.append(EvalTask(id=tid, prompt=user, mode="run", source="dataset", reference=code))
+        if row.get("tests"):  # a triplet's hidden tests (exported only for pairs they proved: evidence `tested`)
+            tasks.append(EvalTask(id=tid, prompt=user, mode="test", tests=row["tests"], source="dataset",
+                                  reference=code))
+        elif MAIN_DECL.search(code):
+            tasks.append(EvalTask(id=tid, prompt=user, mode="run", source="dataset", reference=code,
+                                  expect_stdout=row.get("expect_stdout")))
         elif find_test_blocks(code):
             tasks.append(EvalTask(id=tid, prompt=user, mode="test", check="self", source="dataset",
                                   reference=code))
