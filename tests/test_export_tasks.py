@@ -12,7 +12,6 @@ import pytest
 from doctune.agents.dataset import export_eval_tasks, export_run, load_dataset_dict
 from doctune.core.schemas import Attempt, Expect, Pair
 from doctune.core.settings import load_settings
-from doctune.graph.store import Store
 
 STD = 'const std = @import("std");\n'
 # (instruction, solution, stub, hidden tests | None, stated stdout | None): two exercises per section
@@ -76,10 +75,8 @@ def make_pairs() -> tuple[list[Pair], dict[str, str]]:
 
 
 def build_run(root: Path, pairs: list[Pair]) -> Path:
-    """A run dir as the graph's export node leaves it (store, pairs.jsonl, dataset/ with its card)."""
-    store = Store(root / "store")
-    for p in pairs:
-        store.put_pair(p)
+    """A run dir as the graph's export node leaves it (pairs.jsonl, dataset/ with its card)."""
+    root.mkdir(parents=True, exist_ok=True)
     sections = sorted({p.section_id for p in pairs})
     results = [{"section_id": s, "generated": sum(p.section_id == s for p in pairs),
                 "accepted": [p.id for p in pairs if p.section_id == s], "rejected": [],
@@ -88,7 +85,7 @@ def build_run(root: Path, pairs: list[Pair]) -> Path:
                 "heading_path": f"Guide {s} > Topic", "evidence": {p.id: p.evidence for p in pairs if p.section_id == s}}
                for s in sections]
     state = {"results": results, "kept": [p.id for p in pairs], "dropped": []}
-    export_run(root, store, state, load_settings(dataset={"test_size": 0.5}))
+    export_run(root, {p.id: p for p in pairs}, state, load_settings(dataset={"test_size": 0.5}))
     return root
 
 

@@ -11,10 +11,9 @@ from typing import Any
 
 from doctune.core.settings import load_settings
 from doctune.graph.lifecycle import arun
-from doctune.graph.store import Store
 
 from tests.fakes.openai_server import FakeOpenAI, messages_text
-from tests.reliability.harness import zig_doc
+from tests.reliability.harness import stored_pairs, zig_doc
 
 IMPORTS_MISSING = '```zig\nconst lib = @import("lib.zig");\n\npub fn main() void {\n    lib.run();\n}\n```\n'
 
@@ -63,7 +62,7 @@ def test_conceptual_pairs_and_a_repair_loop_without_a_compiler(tmp_path: Path) -
     assert kept["evidence"] == "conceptual" and kept["verdict"] is None
     assert len(repairs) == 1 and "imports not available to a single-file check: lib.zig" in repairs[0]
     [rejected] = _rows(tmp_path / "out" / "rejected.jsonl")
-    pair = Store(tmp_path / "out" / "store").get_pair(rejected["id"])
+    pair = stored_pairs(tmp_path / "out")[rejected["id"]]
     assert [(a.n, a.verdict) for a in pair.attempts] == [(0, "unsupported"), (1, "unsupported")]
     assert "lib.zig" in (pair.attempts[1].feedback or "") and pair.evidence == "none"
 

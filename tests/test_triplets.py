@@ -12,11 +12,10 @@ import pytest
 
 from doctune.core.settings import load_settings
 from doctune.graph.lifecycle import arun
-from doctune.graph.store import Store
 
 from tests.fakes import zig_answers
 from tests.fakes.openai_server import FakeOpenAI, messages_text
-from tests.reliability.harness import zig_doc
+from tests.reliability.harness import stored_pairs, zig_doc
 
 pytestmark = pytest.mark.zig
 
@@ -79,10 +78,10 @@ def test_triplets_are_tested_repaired_and_exported(tmp_path: Path, cache: Path) 
     [weak] = [t for t in repairs if "vacuous tests" in t]
     assert '@panic("stub")' in weak and zig_answers.VACUOUS_TESTS.strip() in weak
 
-    store = Store(tmp_path / "out" / "store")
-    pair = store.get_pair(vacuous["id"])
+    stored = stored_pairs(tmp_path / "out")  # each pair at its newest version in the run's store
+    pair = stored[vacuous["id"]]
     assert [a.verdict for a in pair.attempts] == ["ok", "ok"] and pair.meta["vacuity"]["status"] == "non_vacuous"
-    first = store.get_pair(wrong["id"]).attempts
+    first = stored[wrong["id"]].attempts
     assert first[0].verdict == "test_failure" and first[1].feedback and "triple of" in first[1].feedback
 
 
@@ -94,7 +93,7 @@ def test_vacuous_tests_without_repairs_are_demoted_and_min_evidence_drops_them(t
     assert _by_word(rejected, "(first try wrong)")["reason"] == "test_failure"
     assert _by_word(rejected, "(vacuous tests)")["reason"] == "below_min_evidence: ran < tested"
     assert _by_word(rejected, "writes")["reason"] == "below_min_evidence: ran < tested"
-    vacuous = Store(tmp_path / "out" / "store").get_pair(_by_word(rejected, "(vacuous tests)")["id"])
+    vacuous = stored_pairs(tmp_path / "out")[_by_word(rejected, "(vacuous tests)")["id"]]
     assert vacuous.evidence == "ran" and vacuous.meta["vacuity"]["status"] == "vacuous"
     assert vacuous.meta["vacuity"]["stub_verdict"] == "ok" and "stub" in vacuous.meta["vacuity"]["demoted"]
 
