@@ -156,7 +156,7 @@ def retry_after_s(exc: BaseException) -> float | None:
     return None
 
 
-def _permanent_error(exc: BaseException, llm: LLMSettings) -> AccessError | None:
+def permanent_error(exc: BaseException, llm: LLMSettings) -> AccessError | None:
     """Turn 401/403/404 into an error a user can act on (the key is never included)."""
     where = llm.resolved_base_url()
     if isinstance(exc, openai.AuthenticationError):
@@ -222,7 +222,7 @@ class StructuredCaller:
     """Structured-output calls to one endpoint with our retry rules. One per run (it holds the rate limiter)."""
 
     def __init__(self, llm: LLMSettings, *, format_retries: int = 1, limiter: RateLimiter | None = None,
-                 in_flight: RequestLimit | None = None):
+                 in_flight: RequestLimit | None = None, endpoint_verified: bool = False):
         self.llm = llm
         self.format_retries = format_retries
         self.limiter = limiter or RateLimiter(llm.requests_per_second)
@@ -232,7 +232,9 @@ class StructuredCaller:
         self._client: Any = None
         self._bound: dict[type[BaseModel], Any] = {}
         self.stopped: AccessError | None = None  # set by the first 401/403/404: no request is sent after it
-        self._answered = False  # the endpoint has answered once (then requests go out concurrently)
+        # The endpoint has answered once (then requests go out concurrently). A preflight probe that got an answer
+        # with this key and model (`doctune.agents.endpoint.probe_chat`) proves the same: then no gate at all.
+        self._answered = endpoint_verified
         self._first: asyncio.Lock | None = None
 
     def _runnable(self, schema: type[BaseModel]) -> Any:
@@ -284,7 +286,7 @@ class StructuredCaller:
                 msg = _message_from_completion(e.completion)
                 return msg, None, "the answer was cut off at max_tokens (finish_reason=length)"
             except Exception as e:
-                if (perm := _permanent_error(e, self.llm)) is not None:
+                if (perm := permanent_error(e, self.llm)) is not None:
                     self.stopped = perm
                     raise perm from None
                 if not is_transient(e) or attempt >= self.llm.max_retries:

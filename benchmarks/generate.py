@@ -162,14 +162,23 @@ def bench_settings(base_url: str, concurrency: int, **extra: Any) -> Any:
     )
 
 
-def doctune_run(doc: Path, out: Path, base_url: str, concurrency: int) -> tuple[float, float, Any]:
-    """The whole doctune pipeline over the same doc. Returns (wall seconds, CPU seconds of this process, summary)."""
+def doctune_run(doc: Path, out: Path, base_url: str, concurrency: int,
+                probe: bool = True) -> tuple[float, float, Any]:
+    """The whole doctune pipeline over the same doc, preflight included (its endpoint probe, when answered, lets
+    the client skip the first-request gate, as in `doctune run`). Returns (wall seconds, CPU seconds of this
+    process, summary)."""
+    from doctune.lifecycle import preflight
     from doctune.runner import run_pipeline
 
     settings = bench_settings(base_url, concurrency)
     _warm_imports()
+
+    async def go() -> Any:
+        check = await asyncio.to_thread(preflight, [str(doc)], settings, probe)
+        return await run_pipeline([str(doc)], out, settings, show_progress=False, endpoint_verified=check.verified)
+
     t0, c0 = time.monotonic(), time.process_time()
-    summary = asyncio.run(run_pipeline([str(doc)], out, settings, show_progress=False))
+    summary = asyncio.run(go())
     return time.monotonic() - t0, time.process_time() - c0, summary
 
 
@@ -280,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--write-costs", action="store_true", help="also measure the CPU cost of each checkpoint "
                    "write and store file (runs at 0 s latency)")
     p.add_argument("--one-call-floor", action="store_true", help="--code: also time all blocks in one call")
+    p.add_argument("--no-probe", action="store_true", help="skip preflight's endpoint checks (then the LLM client "
+                   "keeps its first-request gate), to compare")
     a = p.parse_args(argv)
     if a.code:
         from benchmarks.generate_code import code_run
@@ -292,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         history = work / "history.jsonl"
         with server(a.latency, history) as base_url:
             seq_s, seq_req, seq_pairs = recipe_loop(doc, base_url)
-            par_s, par_cpu, summary = doctune_run(doc, work / "out", base_url, a.concurrency)
+            par_s, par_cpu, summary = doctune_run(doc, work / "out", base_url, a.concurrency, not a.no_probe)
             load = os.getloadavg()[0]
             par_req = requests_in(history) - seq_req
         print(f"sections: {a.sections}   server latency: {a.latency:.2f} s/request")

@@ -20,13 +20,16 @@ import warnings
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from doctune import runrecord
-from doctune.errors import AccessError, ConfigError, EndpointError, InputError, Interrupted
+from doctune.errors import ConfigError, InputError, Interrupted
 from doctune.runner import RunSummary, compute_run_id, run_pipeline
 from doctune.runstatus import RunStatus, compute_status
 from doctune.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from doctune.agents.endpoint import EndpointCheck
 
 T = TypeVar("T")
 LOCK_FILE = ".lock"
@@ -46,14 +49,15 @@ async def arun(docs: list[str], out_dir: Path | str, settings: Settings | None =
     if max_sections is not None and (not isinstance(max_sections, int) or max_sections < 1):
         raise InputError(f"max_sections must be a whole number >= 1, not {max_sections!r}")
     settings = settings or load_settings()
-    await asyncio.to_thread(preflight, docs, settings, check_llm)
+    check = await asyncio.to_thread(preflight, docs, settings, check_llm)
     run_id = compute_run_id(docs, max_sections, settings)
     with run_lock(out_dir):
         known = _same_run(out_dir, run_id)
-        runrecord.start_attempt(out_dir, run_id, docs, max_sections, settings, "resume" if known else "run")
+        runrecord.start_attempt(out_dir, run_id, docs, max_sections, settings, "resume" if known else "run",
+                                tokens_preflight=check.usage.as_meta())
         return await _attempt(out_dir, lambda: run_pipeline(docs, out_dir, settings, max_sections=max_sections,
                                                             run_id=run_id, show_progress=show_progress,
-                                                            context=context))
+                                                            context=context, endpoint_verified=check.verified))
 
 
 def _same_run(out_dir: Path, run_id: str) -> bool:
@@ -79,37 +83,19 @@ async def _attempt(out_dir: Path, go: Any) -> RunSummary:
     return summary
 
 
-def preflight(docs: list[str], settings: Settings, check_llm: bool = True) -> None:
+def preflight(docs: list[str], settings: Settings, check_llm: bool = True) -> EndpointCheck:
     """Check the inputs (and the LLM endpoint) before anything is written: a bad doc, an unreachable endpoint or
-    a refused key ends with one line and leaves no run state behind."""
+    a refused key/model ends with one line and leaves no run state behind. With an LLM, one probe request with
+    the run's key and model (`probe_chat`): when it is answered, the run's client needs no first-request gate."""
+    from doctune.agents.endpoint import EndpointCheck, check_endpoint, probe_chat
     from doctune.agents.generator import generator_kind
     from doctune.agents.splitter import split_paths
 
     split_paths(docs, settings.split)
     if check_llm and generator_kind(settings) == "llm":
         check_endpoint(settings.llm)
-
-
-def check_endpoint(llm: Any) -> None:
-    """GET {base_url}/models once: connection failures and 401/403 are fatal; any other answer is left to the
-    run (some OpenAI-compatible servers have no /models route; a chat 401/404 still stops the run at once)."""
-    import httpx
-
-    base_url = llm.resolved_base_url()
-    if not base_url:
-        raise ConfigError("llm.base_url is not set: set it in the config file or export OPENAI_BASE_URL")
-    key = llm.resolved_api_key()
-    headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
-    try:
-        resp = httpx.get(base_url.rstrip("/") + "/models", headers=headers, timeout=min(llm.timeout_s, 15.0))
-    except httpx.HTTPError as e:
-        raise EndpointError(
-            f"cannot reach the LLM endpoint {base_url} ({type(e).__name__}); check llm.base_url / OPENAI_BASE_URL"
-        ) from None
-    if resp.status_code == 401:
-        raise AccessError(f"{base_url} refused the API key (401): set llm.api_key or OPENAI_API_KEY")
-    if resp.status_code == 403:
-        raise AccessError(f"{base_url} denied access (403) with this API key")
+        return probe_chat(settings.llm)
+    return EndpointCheck()
 
 
 # ---------------------------------------------------------------- status
@@ -176,7 +162,7 @@ async def aretry(out_dir: Path | str, *, section: str | None = None, changes: di
     run_id, docs, max_sections = info["run_id"], info["docs"], info.get("max_sections")
     url = _checkpoint_url(out_dir, info, checkpoint_url or load_settings().checkpoint.url)
     settings = runrecord.settings_of_record(info, changes, url)
-    await asyncio.to_thread(preflight, docs, settings, check_llm)
+    check = await asyncio.to_thread(preflight, docs, settings, check_llm)
     with run_lock(out_dir):
         st = await _status(out_dir, info, url, running=False)  # we hold the lock now
         if section is not None:
@@ -187,9 +173,11 @@ async def aretry(out_dir: Path | str, *, section: str | None = None, changes: di
             if not targets:
                 return None
             superseded = await _fork_without(out_dir, settings, run_id, targets)
-        runrecord.start_attempt(out_dir, run_id, docs, max_sections, settings, "retry", changes, superseded)
+        runrecord.start_attempt(out_dir, run_id, docs, max_sections, settings, "retry", changes, superseded,
+                                tokens_preflight=check.usage.as_meta())
         return await _attempt(out_dir, lambda: run_pipeline(docs, out_dir, settings, max_sections=max_sections,
-                                                            run_id=run_id, show_progress=show_progress))
+                                                            run_id=run_id, show_progress=show_progress,
+                                                            endpoint_verified=check.verified))
 
 
 def _check_section(section: str, st: RunStatus) -> None:

@@ -129,7 +129,8 @@ def _write(run_dir: Path, info: dict[str, Any]) -> None:
 
 def start_attempt(run_dir: Path, run_id: str, docs: list[str], max_sections: int | None, settings: Settings,
                   command: str, changes: dict[str, Any] | None = None,
-                  tokens_superseded: dict[str, int] | None = None) -> dict[str, Any]:
+                  tokens_superseded: dict[str, int] | None = None,
+                  tokens_preflight: dict[str, int] | None = None) -> dict[str, Any]:
     """Append an attempt (command run/resume/retry, its settings, generator and model) to run.json; a new run
     (or a different run id in the same directory) starts a fresh record whose ``settings`` are these."""
     recorded = record_settings(settings)
@@ -143,7 +144,8 @@ def start_attempt(run_dir: Path, run_id: str, docs: list[str], max_sections: int
     info.setdefault("attempts", [])
     attempt = {"n": len(info["attempts"]) + 1, "command": command, "started_at": _now(), "outcome": "running",
                **who_writes(recorded), "changes": changes or {}, "settings": recorded,
-               "tokens_superseded": tokens_superseded or {"input": 0, "output": 0}}
+               "tokens_superseded": tokens_superseded or {"input": 0, "output": 0},
+               "tokens_preflight": {k: (tokens_preflight or {}).get(k, 0) for k in ("input", "output")}}
     info["attempts"].append(attempt)
     _write(run_dir, info)
     return attempt
@@ -158,11 +160,12 @@ def finish_attempt(run_dir: Path, outcome: str) -> None:
 
 
 def superseded_tokens(info: dict[str, Any]) -> dict[str, int]:
-    """Tokens spent by section results that a retry replaced (they are no longer in the graph state)."""
+    """Tokens the graph state does not hold: spent by section results that a retry replaced, and by each
+    attempt's preflight probe of the endpoint."""
     total = {"input": 0, "output": 0}
     for a in info.get("attempts") or []:
         for k in total:
-            total[k] += (a.get("tokens_superseded") or {}).get(k, 0)
+            total[k] += (a.get("tokens_superseded") or {}).get(k, 0) + (a.get("tokens_preflight") or {}).get(k, 0)
     return total
 
 
