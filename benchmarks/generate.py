@@ -17,6 +17,7 @@ number of requests in flight (from the server's own record of its requests).
     python benchmarks/generate.py --sections 40 --latency 0.2 --sizes 20,80   # quick look
     python benchmarks/generate.py --code --sections 64                        # with code to compile
     python benchmarks/generate.py --code --sections 64 --no-probe             # first-request gate, to compare
+    python benchmarks/generate.py --code --sections 64 --cut 15               # generation phase only (~30 s)
 """
 
 from __future__ import annotations
@@ -309,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--write-costs", action="store_true", help="also measure the CPU cost of each checkpoint "
                    "write and store file (runs at 0 s latency)")
     p.add_argument("--one-call-floor", action="store_true", help="--code: also time all blocks in one call")
+    p.add_argument("--cut", type=float, default=None, help="--code: stop the run after this many seconds and "
+                   "report only the requests in flight over the generation phase (no floors; a quick look)")
     p.add_argument("--no-probe", action="store_true", help="skip preflight's endpoint checks (then the LLM client "
                    "keeps its first-request gate), to compare")
     a = p.parse_args(argv)
