@@ -50,11 +50,13 @@ def generator_kind(settings: Settings) -> str:
     return kind
 
 
-def make_generator(settings: Settings) -> PairGenerator:
+def make_generator(settings: Settings, *, endpoint_verified: bool = False) -> PairGenerator:
+    """The configured generator. ``endpoint_verified``: a preflight probe got an answer from the LLM endpoint with
+    this key and model, so the client sends its first requests together (no first-request gate)."""
     if generator_kind(settings) == "llm":
         from doctune.agents.llm_generator import LLMGenerator
 
-        return LLMGenerator(settings)
+        return LLMGenerator(settings, endpoint_verified=endpoint_verified)
     return DocExampleGenerator(settings)
 
 

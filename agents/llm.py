@@ -263,7 +263,7 @@ class StructuredCaller:
     """Structured-output calls to one endpoint with our retry rules. One per run (it holds the rate limiter)."""
 
     def __init__(self, llm: LLMSettings, *, format_retries: int = 1, limiter: RateLimiter | None = None,
-                 in_flight: RequestLimit | None = None):
+                 in_flight: RequestLimit | None = None, endpoint_verified: bool = False):
         self.llm = llm
         self.retry = LLMRetry.of(llm)
         self.format_retries = format_retries
@@ -274,7 +274,9 @@ class StructuredCaller:
         self._client: Any = None
         self._bound: dict[type[BaseModel], Any] = {}
         self.stopped: AccessError | None = None  # set by the first 401/403/404: no request is sent after it
-        self._answered = False  # the endpoint has answered once (then requests go out concurrently)
+        # The endpoint has answered once (then requests go out concurrently). A preflight probe that got an answer
+        # with this key and model (`doctune.agents.endpoint.probe_chat`) proves the same: then no gate at all.
+        self._answered = endpoint_verified
         self._first: asyncio.Lock | None = None
 
     def _runnable(self, schema: type[BaseModel]) -> Any:

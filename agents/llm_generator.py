@@ -247,13 +247,13 @@ class LLMGenerator:
 
     can_repair = True
 
-    def __init__(self, settings: Settings, *, caller: StructuredCaller | None = None):
+    def __init__(self, settings: Settings, *, caller: StructuredCaller | None = None, endpoint_verified: bool = False):
         self.settings = settings
         self.name = f"llm:{settings.llm.model}"
         self.caller = caller or StructuredCaller(
             settings.llm, format_retries=settings.generator.format_retries,
             limiter=RateLimiter(settings.llm.requests_per_second),
-            in_flight=RequestLimit(settings.generator.concurrency),
+            in_flight=RequestLimit(settings.generator.concurrency), endpoint_verified=endpoint_verified,
         )
         self.usage = Usage()
         for name in prompts.names():  # read the templates here (built off the event loop), not in a node

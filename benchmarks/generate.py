@@ -3,8 +3,9 @@
 Both talk to the same local OpenAI-compatible test server (tests/fakes/openai_server.py) with a fixed latency per
 request, over the same sections (Zig 0.14 langref sections, as a generated Markdown doc). The server answers
 conceptual pairs only, so no Zig compile runs and the wall times compare the generation loops themselves; the
-doctune time is the whole run (split, fan-out, checkpoints, curate, export). Then the checkpoint DB size per
-section at two run sizes (goal: flat, because state holds ids, not text).
+doctune time is the whole run (preflight with its endpoint probe, split, fan-out, checkpoints, curate, export),
+and where it went (before the first generation request, generating, after the last answer). Then the checkpoint
+DB size per section at two run sizes (goal: flat, because state holds ids, not text).
 
 With ``--code`` the server answers with Zig programs (tests/fakes/zig_answers: one correct, one with a compile
 error that the repair fixes, one conceptual pair per section), so the run generates, compiles, repairs and
@@ -15,6 +16,8 @@ number of requests in flight (from the server's own record of its requests).
     python benchmarks/generate.py                     # 200 sections, 0.5 s latency, concurrency 16
     python benchmarks/generate.py --sections 40 --latency 0.2 --sizes 20,80   # quick look
     python benchmarks/generate.py --code --sections 64                        # with code to compile
+    python benchmarks/generate.py --code --sections 64 --no-probe             # first-request gate, to compare
+    python benchmarks/generate.py --code --sections 64 --cut 15               # generation phase only (~30 s)
 """
 
 from __future__ import annotations
@@ -163,15 +166,42 @@ def bench_settings(base_url: str, concurrency: int, **extra: Any) -> Any:
     )
 
 
-def doctune_run(doc: Path, out: Path, base_url: str, concurrency: int) -> tuple[float, float, Any]:
-    """The whole doctune pipeline over the same doc. Returns (wall seconds, CPU seconds of this process, summary)."""
+def doctune_run(doc: Path, out: Path, base_url: str, concurrency: int,
+                probe: bool = True) -> tuple[float, float, Any, float]:
+    """The whole doctune pipeline over the same doc, preflight included (its endpoint probe, when answered, lets
+    the client skip the first-request gate, as in `doctune run`). Returns (wall seconds, CPU seconds of this
+    process, summary, when it started by the wall clock, which the test server's record uses)."""
     from doctune.graph.driver import run_pipeline
+    from doctune.graph.lifecycle import preflight
 
     settings = bench_settings(base_url, concurrency)
     _warm_imports()
-    t0, c0 = time.monotonic(), time.process_time()
-    summary = asyncio.run(run_pipeline([str(doc)], out, settings))
-    return time.monotonic() - t0, time.process_time() - c0, summary
+
+    async def go() -> Any:
+        check = await asyncio.to_thread(preflight, [str(doc)], settings, probe)
+        return await run_pipeline([str(doc)], out, settings, endpoint_verified=check.verified)
+
+    t0, c0, w0 = time.monotonic(), time.process_time(), time.time()
+    summary = asyncio.run(go())
+    return time.monotonic() - t0, time.process_time() - c0, summary, w0
+
+
+def phases(history: Path, skip: int, started: float, wall: float) -> str:
+    """Where a no-code run's wall time went, from the server's record of the run's requests (after the first
+    ``skip`` lines): before its first generation request (preflight and its probe, split, fan-out), the
+    generation requests (and their average in flight), and after the last answer (curate, export)."""
+    from benchmarks.generate_code import in_flight
+    from doctune.agents.endpoint import PROBE_TEXT
+
+    recs = [json.loads(line) for line in history.read_text().splitlines()[skip:]]
+    gen = [(r["t_start"], r["t"]) for r in recs if r["path"].endswith("/chat/completions")
+           and messages_text(r["body"], "user") != PROBE_TEXT]
+    probe = [r["t"] - r["t_start"] for r in recs if messages_text(r["body"], "user") == PROBE_TEXT]
+    first, last = min(s for s, _ in gen), max(e for _, e in gen)
+    avg, span = in_flight(gen, (first, last))
+    return (f"doctune's time: {first - started:.2f} s before its first generation request (probe "
+            f"{sum(probe):.2f} s), {span:.2f} s of generation requests ({avg:.1f} in flight on average), "
+            f"{started + wall - last:.2f} s after the last answer (finish, curate, export)")
 
 
 def db_size_per_section(n: int, work: Path, concurrency: int) -> tuple[int, float, dict[str, float]]:
@@ -179,7 +209,7 @@ def db_size_per_section(n: int, work: Path, concurrency: int) -> tuple[int, floa
     doc, out = work / f"doc{n}.md", work / f"out{n}"
     make_doc(doc, n, LANGREF)
     with server(0.01, work / f"hist{n}.jsonl") as base_url:
-        _, _, summary = doctune_run(doc, out, base_url, concurrency)
+        _, _, summary, _ = doctune_run(doc, out, base_url, concurrency)
     if not (out / "state.sqlite").exists():
         raise RuntimeError("no checkpoint DB written")
     size = sum(p.stat().st_size for p in out.glob("state.sqlite*"))  # the DB and its WAL
@@ -309,6 +339,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--write-costs", action="store_true", help="also measure the CPU cost of each checkpoint "
                    "write and store write (runs at 0 s latency)")
     p.add_argument("--one-call-floor", action="store_true", help="--code: also time all blocks in one call")
+    p.add_argument("--cut", type=float, default=None, help="--code: stop the run after this many seconds and "
+                   "report only the requests in flight over the generation phase (no floors; a quick look)")
+    p.add_argument("--no-probe", action="store_true", help="skip preflight's endpoint checks (then the LLM client "
+                   "keeps its first-request gate), to compare")
     a = p.parse_args(argv)
     if a.code:
         from benchmarks.generate_code import code_run
@@ -321,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         history = work / "history.jsonl"
         with server(a.latency, history) as base_url:
             seq_s, seq_req, seq_pairs = recipe_loop(doc, base_url)
-            par_s, par_cpu, summary = doctune_run(doc, work / "out", base_url, a.concurrency)
+            par_s, par_cpu, summary, started = doctune_run(doc, work / "out", base_url, a.concurrency,
+                                                           not a.no_probe)
             load = os.getloadavg()[0]
             par_req = requests_in(history) - seq_req
         print(f"sections: {a.sections}   server latency: {a.latency:.2f} s/request")
@@ -331,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         ratio = seq_s / par_s
         print(f"speed-up: {ratio:.1f}x  (goal >= 13x)   floor {a.sections * a.latency / a.concurrency:.2f} s; "
               f"doctune's own CPU {par_cpu:.1f} s; load average {load:.1f} on {os.cpu_count()} cores")
+        print(phases(history, seq_req, started, par_s))
         if a.write_costs:
             write_costs(doc, work, a.concurrency)
         for n in (int(x) for x in a.sizes.split(",")):

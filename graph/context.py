@@ -36,6 +36,7 @@ class Context:
     out_dir: Path
     validator: Validator | None = None  # injected (tests) or built lazily
     generator: PairGenerator | None = None
+    endpoint_verified: bool = False  # preflight's probe was answered: the LLM client needs no first-request gate
     _cache: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def get_validator(self) -> Validator:
@@ -53,7 +54,7 @@ class Context:
         if "generator" not in self._cache:
             from doctune.agents.generator import make_generator
 
-            self._cache["generator"] = make_generator(self.settings)
+            self._cache["generator"] = make_generator(self.settings, endpoint_verified=self.endpoint_verified)
         return self._cache["generator"]
 
     async def aget_validator(self) -> Validator:

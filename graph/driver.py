@@ -107,8 +107,10 @@ async def run_pipeline(
     run_id: str | None = None,
     progress: Progress | None = None,
     context: Any = None,
+    endpoint_verified: bool = False,
 ) -> RunSummary:
-    """Run (or resume) the graph for `docs` into `out_dir`; returns the summary."""
+    """Run (or resume) the graph for `docs` into `out_dir`; returns the summary. `endpoint_verified` (the
+    preflight probe was answered) goes to the Context built here; a given `context` carries its own."""
     from doctune.agents.generator import generator_kind
     from doctune.graph import checkpoint
     from doctune.graph.context import Context
@@ -117,7 +119,7 @@ async def run_pipeline(
     t0 = time.monotonic()
     run_id = run_id or compute_run_id(docs, max_sections, settings)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ctx = context or Context(settings=settings, out_dir=out_dir)
+    ctx = context or Context(settings=settings, out_dir=out_dir, endpoint_verified=endpoint_verified)
     config = {
         "configurable": {"thread_id": run_id},
         # Sections run up to this bound; the LLM client itself keeps to generator.concurrency requests, and the

@@ -20,13 +20,16 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from doctune.core.errors import AccessError, ConfigError, EndpointError, InputError
+from doctune.core.errors import ConfigError, InputError
 from doctune.core.settings import Settings, load_settings
 from doctune.graph import runrecord
 from doctune.graph.driver import RunSummary, compute_run_id, run_pipeline
 from doctune.graph.runstatus import RunStatus, compute_status
+
+if TYPE_CHECKING:
+    from doctune.agents.endpoint import EndpointCheck
 
 LOCK_FILE = ".lock"
 log = logging.getLogger(__name__)
@@ -46,15 +49,16 @@ async def arun(docs: list[str], out_dir: Path | str, settings: Settings | None =
     if max_sections is not None and (not isinstance(max_sections, int) or max_sections < 1):
         raise InputError(f"max_sections must be a whole number >= 1, not {max_sections!r}")
     settings = settings or load_settings()
-    await asyncio.to_thread(preflight, docs, settings, check_llm)
+    check = await asyncio.to_thread(preflight, docs, settings, check_llm)
     run_id = compute_run_id(docs, max_sections, settings)
     url = settings.checkpoint.url
     with run_lock(out_dir):
         info = await _begin_run(out_dir, run_id, url, lambda known: runrecord.begin_attempt(
-            known, run_id, docs, max_sections, settings, "resume" if known else "run"))
+            known, run_id, docs, max_sections, settings, "resume" if known else "run",
+            tokens_preflight=check.usage.as_meta()))
         return await _attempt(out_dir, info, url, lambda: run_pipeline(
             docs, out_dir, settings, max_sections=max_sections, run_id=run_id, progress=progress,
-            context=context))
+            context=context, endpoint_verified=check.verified))
 
 
 async def _begin_run(out_dir: Path, run_id: str, url: str | None, begin: Callable[[Any], dict[str, Any]]
@@ -134,10 +138,12 @@ async def _attempt(out_dir: Path, info: dict[str, Any], url: str | None, go: Any
     return summary
 
 
-def preflight(docs: list[str], settings: Settings, check_llm: bool = True) -> None:
+def preflight(docs: list[str], settings: Settings, check_llm: bool = True) -> EndpointCheck:
     """Check the inputs, the training config and the LLM endpoint before anything is written: a bad doc, a
-    misspelled `train.preset` or override, an unreachable endpoint or a refused key ends with one line and leaves
-    no run state behind (and no LLM request spent)."""
+    misspelled `train.preset` or override, an unreachable endpoint or a refused key/model ends with one line and
+    leaves no run state behind. With an LLM, one probe request with the run's key and model (`probe_chat`): when
+    it is answered, the run's client needs no first-request gate."""
+    from doctune.agents.endpoint import EndpointCheck, check_endpoint, probe_chat
     from doctune.agents.generator import generator_kind
     from doctune.agents.splitter import split_paths
 
@@ -145,6 +151,8 @@ def preflight(docs: list[str], settings: Settings, check_llm: bool = True) -> No
     check_train(settings)
     if check_llm and generator_kind(settings) == "llm":
         check_endpoint(settings.llm)
+        return probe_chat(settings.llm)
+    return EndpointCheck()
 
 
 def check_train(settings: Settings) -> None:
@@ -156,28 +164,6 @@ def check_train(settings: Settings) -> None:
 
     t = settings.train
     resolve_config(t.preset, overrides=dict(t.overrides), max_steps=t.max_steps, backend=t.backend)
-
-
-def check_endpoint(llm: Any) -> None:
-    """GET {base_url}/models once: connection failures and 401/403 are fatal; any other answer is left to the
-    run (some OpenAI-compatible servers have no /models route; a chat 401/404 still stops the run at once)."""
-    import httpx
-
-    base_url = llm.base_url
-    if not base_url:
-        raise ConfigError("llm.base_url is not set: set it in the config file or export OPENAI_BASE_URL")
-    key = llm.api_key
-    headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
-    try:
-        resp = httpx.get(base_url.rstrip("/") + "/models", headers=headers, timeout=min(llm.timeout_s, 15.0))
-    except httpx.HTTPError as e:
-        raise EndpointError(
-            f"cannot reach the LLM endpoint {base_url} ({type(e).__name__}); check llm.base_url / OPENAI_BASE_URL"
-        ) from None
-    if resp.status_code == 401:
-        raise AccessError(f"{base_url} refused the API key (401): set llm.api_key or OPENAI_API_KEY")
-    if resp.status_code == 403:
-        raise AccessError(f"{base_url} denied access (403) with this API key")
 
 
 # ---------------------------------------------------------------- status
@@ -241,7 +227,7 @@ async def aretry(out_dir: Path | str, *, section: str | None = None, changes: di
     info = await _load_run(out_dir, info["run_id"], url) or info  # the database's record is the newest
     run_id, docs, max_sections = info["run_id"], info["docs"], info.get("max_sections")
     settings = runrecord.settings_of_record(info, changes, url)
-    await asyncio.to_thread(preflight, docs, settings, check_llm)
+    check = await asyncio.to_thread(preflight, docs, settings, check_llm)
     with run_lock(out_dir):
         st = await _status(out_dir, info, url, running=False)  # we hold the lock now
         if section is not None:
@@ -252,10 +238,12 @@ async def aretry(out_dir: Path | str, *, section: str | None = None, changes: di
             if not targets:
                 return None
             superseded = await _fork_without(out_dir, settings, run_id, targets)
-        info = runrecord.begin_attempt(info, run_id, docs, max_sections, settings, "retry", changes, superseded)
+        info = runrecord.begin_attempt(info, run_id, docs, max_sections, settings, "retry", changes, superseded,
+                                       tokens_preflight=check.usage.as_meta())
         await _save_run(out_dir, info, url)
         return await _attempt(out_dir, info, url, lambda: run_pipeline(
-            docs, out_dir, settings, max_sections=max_sections, run_id=run_id, progress=progress))
+            docs, out_dir, settings, max_sections=max_sections, run_id=run_id, progress=progress,
+            endpoint_verified=check.verified))
 
 
 def _check_section(section: str, st: RunStatus) -> None:

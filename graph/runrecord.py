@@ -131,10 +131,11 @@ def _write(run_dir: Path, info: dict[str, Any]) -> None:
 
 def begin_attempt(info: dict[str, Any] | None, run_id: str, docs: list[str], max_sections: int | None,
                   settings: Settings, command: str, changes: dict[str, Any] | None = None,
-                  tokens_superseded: dict[str, int] | None = None) -> dict[str, Any]:
-    """The record with an attempt appended (command run/resume/retry, its settings, generator and model); no
-    record, or one of another run id, starts a fresh record whose ``settings`` are these. Pure: the caller saves
-    it (run.json and the checkpoint database)."""
+                  tokens_superseded: dict[str, int] | None = None,
+                  tokens_preflight: dict[str, int] | None = None) -> dict[str, Any]:
+    """The record with an attempt appended (command run/resume/retry, its settings, generator and model, the
+    tokens of preflight's endpoint probe); no record, or one of another run id, starts a fresh record whose
+    ``settings`` are these. Pure: the caller saves it (run.json and the checkpoint database)."""
     recorded = record_settings(settings)
     info = copy.deepcopy(info) if info and info.get("run_id") == run_id else None
     if info is None:
@@ -143,7 +144,8 @@ def begin_attempt(info: dict[str, Any] | None, run_id: str, docs: list[str], max
     info.setdefault("attempts", [])
     attempt = {"n": len(info["attempts"]) + 1, "command": command, "started_at": _now(), "outcome": "running",
                **who_writes(recorded), "changes": changes or {}, "settings": recorded,
-               "tokens_superseded": tokens_superseded or {"input": 0, "output": 0}}
+               "tokens_superseded": tokens_superseded or {"input": 0, "output": 0},
+               "tokens_preflight": {k: (tokens_preflight or {}).get(k, 0) for k in ("input", "output")}}
     info["attempts"].append(attempt)
     return info
 
@@ -163,11 +165,12 @@ def save_record(run_dir: Path, info: dict[str, Any]) -> None:
 
 
 def superseded_tokens(info: dict[str, Any]) -> dict[str, int]:
-    """Tokens spent by section results that a retry replaced (they are no longer in the graph state)."""
+    """Tokens the graph state does not hold: spent by section results that a retry replaced, and by each
+    attempt's preflight probe of the endpoint."""
     total = {"input": 0, "output": 0}
     for a in info.get("attempts") or []:
         for k in total:
-            total[k] += (a.get("tokens_superseded") or {}).get(k, 0)
+            total[k] += (a.get("tokens_superseded") or {}).get(k, 0) + (a.get("tokens_preflight") or {}).get(k, 0)
     return total
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from doctune.agents.endpoint import PROBE_TEXT
 from doctune.core.errors import AccessError
 from doctune.core.settings import load_settings
 from doctune.graph.lifecycle import arun, astatus
@@ -200,14 +201,29 @@ def test_a_failing_endpoint_fails_only_its_section(tmp_path: Path, cache: Path) 
 
 
 @pytest.mark.parametrize("status", ["401", "403", "404"])
-def test_a_refused_key_or_model_stops_the_run_at_once(tmp_path: Path, cache: Path, status: str) -> None:
-    """The endpoint lists models (preflight passes) but refuses every chat request: with 8 sections generated
-    8 at a time, the run stops after ONE chat request with an AccessError, and the attempt is recorded."""
+def test_a_refused_key_or_model_is_refused_by_the_probe_before_anything_is_written(
+        tmp_path: Path, cache: Path, status: str) -> None:
+    """The endpoint lists models (GET /models passes) but refuses every chat request: preflight's one-token probe
+    is refused, the run stops with an AccessError after that ONE chat request and writes nothing."""
     with FakeOpenAI(lambda body: Fault(status)) as srv:
         settings = _settings(srv, cache, concurrency=8)
         with pytest.raises(AccessError, match=status):
             _run(_doc(tmp_path, 8), tmp_path / "out", settings)
-        assert len(srv.chat_requests()) == 1, [r.status for r in srv.chat_requests()]
+        assert [messages_text(r.body) for r in srv.chat_requests()] == [PROBE_TEXT]
+    assert not (tmp_path / "out" / "run.json").exists()
+
+
+@pytest.mark.parametrize("status", ["401", "403", "404"])
+def test_when_the_probe_proves_nothing_the_first_request_gate_stops_the_run_at_once(
+        tmp_path: Path, cache: Path, status: str) -> None:
+    """The probe gets a server error (no verdict on the key), every section's request is refused: with 8 sections
+    generated 8 at a time, the first-request gate lets ONE of them out, and the attempt is recorded."""
+    with FakeOpenAI(lambda body: Fault("500") if messages_text(body) == PROBE_TEXT else Fault(status)) as srv:
+        settings = _settings(srv, cache, concurrency=8)
+        with pytest.raises(AccessError, match=status):
+            _run(_doc(tmp_path, 8), tmp_path / "out", settings)
+        statuses = [r.status for r in srv.chat_requests()]
+    assert statuses == [500, int(status)], statuses
     st = asyncio.run(astatus(tmp_path / "out"))
     assert st.state == "interrupted" and st.done == 0
     assert st.attempts[-1]["outcome"].startswith("stopped: AccessError")

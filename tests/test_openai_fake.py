@@ -111,6 +111,22 @@ def test_truncated_and_malformed_structured_answers() -> None:
             js.invoke("trunc")
 
 
+def test_an_answer_is_cut_at_the_requested_token_budget() -> None:
+    """Like the real API: at most `max_completion_tokens` (what ChatOpenAI sends) or `max_tokens` of answer, then
+    finish_reason "length"; an answer within the budget is whole."""
+    text = "word " * 40  # 50 tokens by the fake's count (4 characters a token)
+    with FakeOpenAI(lambda body: text) as srv:
+        one = ChatOpenAI(base_url=srv.base_url, api_key="k", model="fake-model", max_retries=0, max_tokens=1)
+        msg = one.invoke("ping")
+        assert srv.history[-1].body["max_completion_tokens"] == 1
+        assert msg.content == text[:4] and msg.response_metadata["finish_reason"] == "length"
+        assert msg.usage_metadata is not None and msg.usage_metadata["output_tokens"] == 1
+        whole = httpx.post(srv.base_url + "/chat/completions", json={
+            "model": "m", "max_tokens": 100, "messages": [{"role": "user", "content": "ping"}]}).json()
+        assert whole["choices"][0]["message"]["content"] == text
+        assert whole["choices"][0]["finish_reason"] == "stop"
+
+
 def test_hang_times_out_and_disconnect_is_connection_error() -> None:
     plan = {"hang": Fault("hang"), "drop": Fault("disconnect")}
     with FakeOpenAI(lambda body: plan.get(messages_text(body), "fine")) as srv:

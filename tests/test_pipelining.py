@@ -22,7 +22,7 @@ from doctune.executors.local import LocalExecutor
 from doctune.graph.driver import run_pipeline
 
 from tests.fakes import zig_answers
-from tests.fakes.openai_server import FakeOpenAI, messages_text
+from tests.fakes.openai_server import FakeOpenAI, Fault, messages_text
 from tests.reliability.harness import zig_doc
 
 ZIG_CACHE = Path(os.environ.get("DOCTUNE_TEST_ZIG_CACHE", Path(tempfile.gettempdir()) / "doctune-test-zig-cache"))
@@ -52,12 +52,12 @@ def test_request_limit_bounds_requests_in_flight() -> None:
         RequestLimit(0)
 
 
-def _eight_concurrent_calls(limit: int) -> tuple[FakeOpenAI, StructuredCaller]:
+def _eight_concurrent_calls(limit: int, endpoint_verified: bool = False) -> tuple[FakeOpenAI, StructuredCaller]:
     """Eight concurrent calls through one fresh caller with a request limit, against a server with 0.2 s latency."""
     answer = {"pairs": [{"instruction": "q", "response": "a", "kind": "conceptual"}]}
     with FakeOpenAI(lambda body: answer, latency=0.2) as srv:
         llm = LLMSettings(base_url=srv.base_url, api_key="k", model="m", max_retries=0)
-        caller = StructuredCaller(llm, in_flight=RequestLimit(limit))
+        caller = StructuredCaller(llm, in_flight=RequestLimit(limit), endpoint_verified=endpoint_verified)
 
         async def main() -> list[object]:
             try:
@@ -82,6 +82,17 @@ def test_requests_queued_behind_the_first_one_go_out_together_once_it_answered()
     answered, the requests that queued there go out at once, not one gate holder at a time."""
     srv, _ = _eight_concurrent_calls(8)
     assert srv.max_in_flight >= 5, srv.max_in_flight  # the first alone, then the seven that waited (1 if serialised)
+    first, *rest = sorted(srv.chat_requests(), key=lambda r: r.t)
+    assert all(r.t_start is not None and first.t <= r.t_start for r in rest)  # the gate: the first went out alone
+
+
+def test_a_verified_endpoint_needs_no_gate() -> None:
+    """A caller told that preflight's probe was answered (``endpoint_verified``) sends its first eight requests
+    together: all eight are open before the first is answered."""
+    srv, _ = _eight_concurrent_calls(8, endpoint_verified=True)
+    first_answer = min(r.t for r in srv.chat_requests())
+    assert srv.max_in_flight == 8
+    assert all(r.t_start is not None and r.t_start < first_answer for r in srv.chat_requests())
 
 
 # ---------------------------------------------------------------- SingleFlight
@@ -200,3 +211,31 @@ def test_sections_wait_for_checks_without_holding_an_llm_slot(tmp_path: Path, se
     assert srv.max_in_flight <= 2
     first_repair = kinds.index("repair")
     assert first_repair == (3 if sections_in_flight is None else 1), kinds
+
+
+@pytest.mark.parametrize("probe", ["answered", "fails"])
+def test_a_run_whose_probe_was_answered_sends_its_first_requests_together(tmp_path: Path, probe: str) -> None:
+    """`arun` end to end: preflight's probe answered -> the four sections' generation requests are all open before
+    the first is answered; the probe failing (a 500: no verdict on the key) -> the first goes out alone."""
+    from doctune.agents.endpoint import PROBE_TEXT
+    from doctune.graph.lifecycle import arun
+
+    answer = {"pairs": [{"instruction": "What is it?", "response": "A thing.", "kind": "conceptual"}]}
+
+    def responder(body: dict) -> object:
+        return Fault("500") if probe == "fails" and messages_text(body) == PROBE_TEXT else answer
+
+    doc = tmp_path / "doc.md"
+    doc.write_text(zig_doc(4), encoding="utf-8")
+    with FakeOpenAI(responder, latency=0.3) as srv:
+        settings = load_settings(
+            llm={"base_url": srv.base_url, "api_key": "k", "model": "m", "max_retries": 0, "timeout_s": 10},
+            generator={"kind": "llm", "max_continuations": 0, "concurrency": 4},
+            validator={"cache_path": str(tmp_path / "verdicts.sqlite")},
+        )
+        summary = asyncio.run(arun([str(doc)], tmp_path / "out", settings))
+        gen = [r for r in srv.chat_requests() if messages_text(r.body) != PROBE_TEXT]
+    assert summary.failed_sections == 0 and len(gen) == 4 and all(r.status == 200 for r in gen), summary
+    first_answer = min(r.t for r in gen)
+    together = sum(1 for r in gen if r.t_start is not None and r.t_start < first_answer)
+    assert together == (4 if probe == "answered" else 1), together

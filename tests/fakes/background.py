@@ -8,14 +8,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Self
 
 
+class _Server(ThreadingHTTPServer):
+    # Real servers listen with a deep backlog (uvicorn: 2048). socketserver's default of 5 drops connections that
+    # arrive in a burst (16 clients opening at once) until the kernel retries them a second later.
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 class BackgroundHTTPServer:
     """Base of FakeOpenAI and FakeLangSmith. Subclasses call ``_bind`` in ``__init__``."""
 
     thread_name = "fake-server"
 
     def _bind(self, host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> None:
-        self._httpd = ThreadingHTTPServer((host, port), handler)
-        self._httpd.daemon_threads = True
+        self._httpd = _Server((host, port), handler)
         self._thread: threading.Thread | None = None
 
     def start(self) -> Self:

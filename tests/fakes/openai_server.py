@@ -5,7 +5,9 @@ Defines ``FakeOpenAI`` (stdlib ``ThreadingHTTPServer`` in a background thread, c
 and small responder helpers.
 
 Endpoints: ``POST /v1/chat/completions`` (non-streaming; plain text, ``tools``/``tool_choice`` function calling,
-``response_format`` ``json_schema`` and ``json_object``) and ``GET /v1/models``. Responses carry ``usage``.
+``response_format`` ``json_schema`` and ``json_object``; an answer longer than ``max_completion_tokens`` /
+``max_tokens`` is cut there with ``finish_reason: "length"``, as the real API does) and ``GET /v1/models``.
+Responses carry ``usage``.
 
 A responder is ``Callable[[request_body], str | dict | Fault]``: a ``str`` is the model's text (or the tool call's
 arguments / the JSON content in structured modes), a ``dict`` is serialised as JSON, a ``Fault`` injects a fault
@@ -237,6 +239,9 @@ class FakeOpenAI(BackgroundHTTPServer):
             text = ""
         elif kind == "garbage":
             text = "Sure! Here are some great Zig questions about this section, I hope they help you learn."
+        budget = body.get("max_completion_tokens") or body.get("max_tokens")
+        if isinstance(budget, int) and budget > 0 and _tokens(text) > budget:  # cut where the real API stops
+            text, finish = text[: 4 * budget], "length"
         return 200, {}, json.dumps(self._completion(body, text, finish)).encode(), kind, text
 
     def _completion(self, body: dict[str, Any], text: str, finish: str) -> dict[str, Any]:
