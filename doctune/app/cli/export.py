@@ -31,8 +31,11 @@ def register(app: typer.Typer) -> None:
         info = export_eval_tasks(run_dir, out_dir, threshold=settings.curator.near_dup_threshold)
         console.print(export_summary_line(info), highlight=False, soft_wrap=True)
         if not info["tasks"]:
-            console.print("[yellow]note:[/] no test-split pair has proven hidden tests or a stated stdout: there is "
-                          "nothing to evaluate (triplets come from `--generator llm`)", highlight=False)
+            near = sum(n for why, n in info["skipped"].items() if why.startswith("near-duplicate"))
+            why = (f"all {near} candidate(s) near-duplicate train pairs (decontamination)" if near and near == sum(
+                info["skipped"].values()) else "no test-split pair has proven hidden tests or a stated stdout "
+                "(triplets come from `--generator llm`)")
+            console.print(f"[yellow]note:[/] nothing to evaluate: {why}", highlight=False)
         if as_json:
             out.print_json(json.dumps(info))
         else:
