@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from doctune.core.errors import InputError
 from doctune.core.schemas import extract_fenced_blocks
+from doctune.core.zigscan import matching_close, next_brace, skip_literal
 
 
 class EvalTask(BaseModel):
@@ -136,19 +137,6 @@ _STD_DECL = re.compile(r"^[ \t]*(?:pub\s+)?(?:const|var)\s+std\b(?P<rest>[^;]*);
 _IDENT = re.compile(r"[A-Za-z0-9_]")
 
 
-def _skip_literal(code: str, i: int) -> int:
-    """If a comment/string/char literal starts at ``i``, the index after it; else ``i``."""
-    if code.startswith("//", i) or code.startswith("\\\\", i):  # comment or multiline string line
-        j = code.find("\n", i)
-        return len(code) if j < 0 else j
-    if code[i] in "\"'":
-        q, j = code[i], i + 1
-        while j < len(code) and code[j] != q and code[j] != "\n":
-            j += 2 if code[j] == "\\" else 1
-        return j + 1
-    return i
-
-
 def find_test_blocks(code: str) -> list[tuple[int, int]]:
     """(start, end) of every ``test`` declaration (any nesting), skipping comments and literals; a span starts
     at its leading doc comments, so removing it leaves no dangling ``///``."""
@@ -160,7 +148,7 @@ def _test_decls(code: str) -> list[tuple[int, int, int]]:
     spans: list[tuple[int, int, int]] = []
     i, n = 0, len(code)
     while i < n:
-        j = _skip_literal(code, i)
+        j = skip_literal(code, i)
         if j != i:
             i = j
             continue
@@ -175,20 +163,6 @@ def _test_decls(code: str) -> list[tuple[int, int, int]]:
     return spans
 
 
-def _body_open(code: str, i: int) -> int | None:
-    """Index of the first ``{`` at or after ``i`` outside comments and literals."""
-    n = len(code)
-    while i < n:
-        j = _skip_literal(code, i)
-        if j != i:
-            i = j
-            continue
-        if code[i] == "{":
-            return i
-        i += 1
-    return None
-
-
 def marker(nonce: str, k: int) -> str:
     """The line test ``k`` prints once its body returned without error."""
     return f"@@doctune-eval {nonce} test {k} returned@@"
@@ -200,7 +174,7 @@ def instrument_tests(code: str, nonce: str) -> tuple[str, int]:
     decls = _test_decls(code)
     out, last = [], 0
     for k, (_, kw, _) in enumerate(decls):
-        brace = _body_open(code, kw)
+        brace = next_brace(code, kw)
         assert brace is not None  # _test_decls found its end
         ok = f"doctune_ok_{nonce}"
         out += [code[last : brace + 1],
@@ -214,20 +188,8 @@ def instrument_tests(code: str, nonce: str) -> tuple[str, int]:
 
 def _block_end(code: str, i: int) -> int | None:
     """Index after the ``}`` closing the first ``{`` at or after ``i`` (None when unbalanced)."""
-    depth, n = 0, len(code)
-    while i < n:
-        j = _skip_literal(code, i)
-        if j != i:
-            i = j
-            continue
-        if code[i] == "{":
-            depth += 1
-        elif code[i] == "}":
-            depth -= 1
-            if depth == 0:
-                return i + 1
-        i += 1
-    return None
+    brace = next_brace(code, i)
+    return None if brace is None else matching_close(code, brace)
 
 
 def _doc_start(code: str, i: int) -> int:

@@ -10,45 +10,14 @@ from __future__ import annotations
 
 import re
 
+from doctune.core.zigscan import matching_close, skip_literal
+
 STUB_PANIC = '@panic("stub")'
 _IDENT_CHAR = re.compile(r"[A-Za-z0-9_]")
 _FN_HEAD = re.compile(r'fn\s+(?:[A-Za-z_][A-Za-z0-9_]*|@"[^"\n]*")\s*\(')
 _TEST_HEAD = re.compile(r'test(?:\s*"(?P<name>(?:[^"\\\n]|\\.)*)"|\s+(?P<ident>[A-Za-z_][A-Za-z0-9_]*))?\s*\{')
 _TYPE_LITERAL = re.compile(r"\b(?:error|struct|enum|union|opaque)\s*(?:\([^(){}]*\))?\s*$")
 _PARAM_NAME = re.compile(r'^(?:(?:comptime|noalias)\s+)?(?P<name>[A-Za-z_][A-Za-z0-9_]*|@"[^"]*")\s*:')
-
-
-def skip_literal(code: str, i: int) -> int:
-    """If a comment, string or character literal (or a `\\\\` multiline string line) starts at ``i``, the index
-    after it; else ``i``."""
-    if code.startswith("//", i) or code.startswith("\\\\", i):
-        j = code.find("\n", i)
-        return len(code) if j < 0 else j
-    if i < len(code) and code[i] in "\"'":
-        quote, j = code[i], i + 1
-        while j < len(code) and code[j] != quote and code[j] != "\n":
-            j += 2 if code[j] == "\\" else 1
-        return j + 1
-    return i
-
-
-def matching_close(code: str, i: int) -> int | None:
-    """Index after the bracket closing the one at ``i`` (`(`, `[` or `{`); None when unbalanced."""
-    opening, depth = code[i], 0
-    closing = {"(": ")", "[": "]", "{": "}"}[opening]
-    while i < len(code):
-        j = skip_literal(code, i)
-        if j != i:
-            i = j
-            continue
-        if code[i] == opening:
-            depth += 1
-        elif code[i] == closing:
-            depth -= 1
-            if depth == 0:
-                return i + 1
-        i += 1
-    return None
 
 
 def _at_word(code: str, i: int, head: re.Pattern[str]) -> re.Match[str] | None:
