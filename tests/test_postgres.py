@@ -135,6 +135,7 @@ def test_retry_reruns_only_the_failed_section(checkpoint_url: str | None, refere
 
 
 @pytest.mark.postgres
+@pytest.mark.slow  # ~45 s: a real run killed and resumed through the CLI (CI's slow set)
 def test_killed_run_resumes_from_another_directory_and_home(reference: dict, tmp_path: Path) -> None:
     """Started in one working directory and HOME against Postgres, SIGKILLed mid-run, the same command resumes
     the run from another directory and HOME that share only the database URL (and the docs): no run.json, no

@@ -17,7 +17,9 @@ from tests.fakes import zig_answers
 from tests.fakes.openai_server import FakeOpenAI, messages_text
 from tests.reliability.harness import stored_pairs, zig_doc
 
-pytestmark = pytest.mark.zig
+# Whole runs with real compiles (~1-1.5 min cold): CI's slow set; the pair-checking logic itself is unit-tested
+# without Zig in test_checking.py / test_nodes.py.
+pytestmark = [pytest.mark.zig, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
