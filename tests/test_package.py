@@ -36,7 +36,7 @@ def test_non_editable_install_has_one_namespace(tmp_path: Path) -> None:
                     "--target", str(target), str(ROOT)], check=True, timeout=600)
     top = sorted(p.name for p in target.iterdir() if not p.name.endswith((".dist-info", ".egg-info")))
     assert top in (["doctune"], ["bin", "doctune"]), top
-    for sub in ["agents", "graph", "trainer", "prompts", "evals", "cli", "executors"]:
+    for sub in ["core", "executors", "agents", "graph", "app", "app/cli", "trainer", "prompts", "evals"]:
         assert (target / "doctune" / sub / "__init__.py").is_file(), sub
     assert list((target / "doctune" / "prompts").glob("*.j2")), "prompt templates are package data"
     assert (target / "doctune" / "core" / "data" / "zig-sample.md").is_file()
