@@ -50,8 +50,9 @@ demo: setup
 	$(VENV)/bin/doctune demo
 
 # The default test run (README command 2; CI runs it first): everything but `slow` and `gpu` tests.
+# Two pytest workers: much of the suite waits (fake endpoints' latency, subprocesses), so two keep both cores busy.
 test: setup-dev
-	bash scripts/test.sh -m "not slow and not gpu"
+	bash scripts/test.sh -m "not slow and not gpu" -n 2
 
 # Slow tests (reliability suite, CPU training/eval, fresh-venv install, serve-llm): CI runs them after `make test`.
 test-slow: setup-dev
