@@ -170,12 +170,28 @@ async def _run_test_batch(
     root = "test {\n" + "".join(f'    _ = @import("doctune_blk_{k}.zig");\n' for k in range(len(ids))) + "}\n"
     req = ExecRequest(code=root, mode="test", files=files, root_name="doctune_batch.zig")
     envs = [{TEST_FILTER_ENV: f"doctune_blk_{k}."} for k in range(len(ids))]
+    await _compile_once_run_each(validator, items, ids, req, envs, "doctune_blk_", single, finish, retry)
+
+
+async def _compile_once_run_each(
+    validator: Validator,
+    items: Sequence[BlockInput],
+    ids: list[int],
+    req: ExecRequest,
+    envs: list[dict[str, str]],
+    prefix: str,
+    single: Single,
+    finish: Finish,
+    retry: bool,
+) -> None:
+    """The batch's one compile, then one run per block (``envs`` select it); a failed compile is sorted out per
+    block (``_after_failed_compile``), the runs are judged each alone (``_judge_runs``)."""
     compiled, runs = await validator.execute_many(req, envs)
     validator.batches += 1
     if not compiled.ok or len(runs) != len(ids):
-        await _after_failed_compile(validator, items, ids, compiled, "doctune_blk_", single, finish, retry)
+        await _after_failed_compile(validator, items, ids, compiled, prefix, single, finish, retry)
         return
-    await _judge_runs(validator, items, ids, compiled, runs, "test", single, finish)
+    await _judge_runs(validator, items, ids, compiled, runs, req.mode, single, finish)
 
 
 async def _after_failed_compile(
@@ -257,12 +273,8 @@ async def _run_program_batch(
     imports = ", ".join(f'@import("doctune_prog_{k}.zig")' for k in range(len(ids)))
     root = f'const std = @import("std");\nconst progs = .{{ {imports} }};\n' + _DISPATCH_TAIL
     req = ExecRequest(code=root, mode="run", files=files, root_name="doctune_dispatch.zig")
-    compiled, runs = await validator.execute_many(req, [{ENV_VAR: str(k)} for k in range(len(ids))])
-    validator.batches += 1
-    if not compiled.ok or len(runs) != len(ids):
-        await _after_failed_compile(validator, items, ids, compiled, "doctune_prog_", single, finish, retry)
-        return
-    await _judge_runs(validator, items, ids, compiled, runs, "run", single, finish)
+    envs = [{ENV_VAR: str(k)} for k in range(len(ids))]
+    await _compile_once_run_each(validator, items, ids, req, envs, "doctune_prog_", single, finish, retry)
 
 
 async def _judge_runs(
