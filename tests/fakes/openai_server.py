@@ -319,8 +319,8 @@ def _make_handler(srv: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             if srv.api_key is None or self.headers.get("Authorization") == f"Bearer {srv.api_key}":
                 return True
             status, headers, payload = _error(401, "Incorrect API key provided", "invalid_api_key")
+            self._record({}, 401, "auth", None)  # before the answer: a client that got it must find it recorded
             self._send(status, headers, payload)
-            self._record({}, 401, "auth", None)
             return False
 
         def do_GET(self) -> None:  # noqa: N802
