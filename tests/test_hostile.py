@@ -12,7 +12,8 @@ import pytest
 
 from doctune.agents.validator import BlockInput, Validator
 from doctune.core.settings import ValidatorSettings
-from doctune.executors.local import UID_BASE, LocalExecutor
+from doctune.executors import uids
+from doctune.executors.local import LocalExecutor
 from doctune.executors.sandbox import SANDBOX_UID, bwrap_path
 
 from tests.test_validator import ZIG_CACHE
@@ -30,7 +31,9 @@ def _main(body: str) -> str:
 
 
 def _uid_procs(uid: int) -> int:
-    """Processes running as `uid` or as any of the per-sandbox uids (UID_BASE and above)."""
+    """Processes running as `uid` or as any sandbox uid this process holds (other processes' sandboxes, say another
+    pytest worker's, run as uids of their own)."""
+    mine = uids.POOL.held() | {uid}
     n = 0
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
@@ -38,7 +41,7 @@ def _uid_procs(uid: int) -> int:
                 owner = d.stat().st_uid
             except OSError:
                 continue
-            n += owner == uid or owner >= UID_BASE
+            n += owner in mine
     return n
 
 

@@ -7,6 +7,8 @@ One test per attack class; the heavy ones (memory) are in the slow set.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ import pytest
 from doctune.agents.validator import BlockInput, Validator
 from doctune.core.schemas import Verdict
 from doctune.core.settings import ValidatorSettings
+from doctune.executors import uids
 from doctune.executors.cgroups import Cgroup
 from doctune.executors.local import LocalExecutor
 from doctune.executors.sandbox import bwrap_path
@@ -211,8 +214,26 @@ def test_sandbox_uids_differ_per_concurrent_run() -> None:
     once never share a uid, so never an RLIMIT_NPROC budget."""
     ex = LocalExecutor(ValidatorSettings(cache=False), zig_cache=ZIG_CACHE)
     other = LocalExecutor(ValidatorSettings(cache=False), zig_cache=ZIG_CACHE)
-    assert ex._uids is other._uids
-    assert len(set(ex._uids)) == len(ex._uids) >= 64 and min(ex._uids) > 65535
+    assert ex._uids is other._uids is uids.POOL
+
+
+def test_sandbox_uids_differ_across_processes(tmp_path: Path) -> None:
+    """Two processes (here two pools on one claim directory, even starting at the same uid) never hold the same
+    uid; a uid given back stays with its process; a dead process's uids are claimable again."""
+    first, second = (uids.UidPool(base=300000, span=8, directory=tmp_path, start=0) for _ in range(2))
+    a = [first.claim() for _ in range(3)]
+    b = [second.claim() for _ in range(5)]
+    assert None not in a + b and len(set(a + b)) == 8 and min(a + b) > 65535
+    assert second.claim() is None  # all 8 held: no sharing, even when none is left
+    first.give(a[0])
+    assert first.take() == a[0] and second.take() is None  # given back to its own process, not to others
+    claim_in_child = [sys.executable, "-c", (
+        "from pathlib import Path; from doctune.executors.uids import UidPool\n"
+        f"print(UidPool(base=300000, span=8, directory=Path({str(tmp_path)!r}), start=0).claim())")]
+    assert subprocess.run(claim_in_child, capture_output=True, text=True, check=True).stdout.strip() == "None"
+    first._forget()  # what a process's exit does: its claims are released...
+    got = subprocess.run(claim_in_child, capture_output=True, text=True, check=True).stdout.strip()
+    assert int(got) in a  # ...and another process can claim them
 
 
 @pytest.mark.slow

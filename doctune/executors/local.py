@@ -4,7 +4,7 @@ Every request gets a fresh temp dir (sources, output binary). The compiler uses 
 cache (never the user's ~/.cache/zig), which only the compiler writes; the compiled program then runs in its own
 sandbox without the cache or the toolchain (see ``doctune.executors.sandbox``). Each step runs in its own cgroup
 where one can be made (memory + pids), tests with doctune's runner, and its outcome is read from channels the
-code cannot write (``doctune.executors.steps``). Runs get a uid of their own from a per-executor pool.
+code cannot write (``doctune.executors.steps``). Runs get a uid of their own (``doctune.executors.uids``).
 File work (the temp dir, its sources, its removal) runs in a worker thread, one hop per request and not per file:
 the executor is called from graph nodes in the server's event loop, which must never block.
 """
@@ -12,7 +12,6 @@ the executor is called from graph nodes in the server's event loop, which must n
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from doctune.core.settings import ValidatorSettings, default_cache_dir
 from doctune.core.zig import zig_dir, zig_version
+from doctune.executors import uids
 from doctune.executors.base import ExecRequest, ExecResult, Executor
 from doctune.executors.blocking import in_thread
 from doctune.executors.cgroups import Cgroup
@@ -50,10 +50,6 @@ _USER_ERROR = re.compile(r"^\S[^\n]*:\d+:\d+: error: ", re.MULTILINE)
 
 TEST_FILTER_ENV = "DOCTUNE_TESTS"  # in a run env of execute_many: which tests of the binary this run is for
 RUN_PIDS = 128  # processes + threads per run sandbox (cgroup pids.max, and RLIMIT_NPROC for its own uid)
-UID_BASE = 200000
-# One uid per concurrent sandbox (as root): RLIMIT_NPROC counts per uid, so sandboxes never share it. One pool
-# per process (all executors draw from it), offset by pid so concurrent doctune processes rarely overlap.
-_UID_POOL = list(range(UID_BASE + (os.getpid() % 256) * 256, UID_BASE + (os.getpid() % 256) * 256 + 256))
 
 
 def default_zig_cache() -> Path:
@@ -96,7 +92,7 @@ class LocalExecutor(Executor):
         self.supervisor = supervisor_binary(self.toolchain / "zig", self.zig_cache) if self.bwrap else None
         # Read once here (executors are built off the event loop), not per cache key.
         self.runner_digest = hashlib.sha256(TEST_RUNNER.read_bytes()).hexdigest()[:12]
-        self._uids = _UID_POOL  # shared by every executor of this process
+        self._uids = uids.POOL  # one uid per concurrent sandbox, across processes (see doctune.executors.uids)
 
     @property
     def sandboxed(self) -> bool:
@@ -247,7 +243,9 @@ class LocalExecutor(Executor):
             report=mode == "test",
             test_filter=env.pop(TEST_FILTER_ENV, ""),
         )
-        uid = self._uids.pop() if self._uids else SANDBOX_UID
+        uid = self._uids.take()
+        if uid is None:
+            uid = await in_thread(self._uids.claim, undo=lambda u: u is not None and self._uids.give(u))
         try:
             if self.bwrap:
 
@@ -258,7 +256,7 @@ class LocalExecutor(Executor):
                         [],
                         limits=self.limits,
                         watch=Watch(self.supervisor, status_fd, json_fd),  # type: ignore[arg-type]
-                        uid=uid,
+                        uid=SANDBOX_UID if uid is None else uid,
                         env={**env, **extra},
                     )
 
@@ -271,8 +269,8 @@ class LocalExecutor(Executor):
             step.preexec = rlimit_preexec(self.limits)
             return await run_step(step, None)
         finally:
-            if uid != SANDBOX_UID:
-                self._uids.append(uid)
+            if uid is not None:
+                self._uids.give(uid)
 
 
 def _work_dir(
