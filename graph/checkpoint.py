@@ -170,3 +170,35 @@ async def _setup_serialized(saver: Any, store: Any = None, wait_s: float = 120.0
             await store.setup()
     finally:
         await saver.conn.execute("SELECT pg_advisory_unlock(%s)", (_SETUP_LOCK,))
+
+
+def _advisory_key(run_id: str) -> int:
+    """The run's key for Postgres advisory locks (a signed 64-bit int from the run id)."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"doctune-run:{run_id}".encode()).digest()[:8], "big", signed=True)
+
+
+@asynccontextmanager
+async def hold_run(url: str | None, run_id: str) -> AsyncIterator[bool]:
+    """On Postgres, try to hold the run for this process (a session advisory lock on its own connection, released
+    when the connection closes, so also when the process dies); yield whether it is held. Two directories that
+    share only the URL cannot drive one run at once. Elsewhere (SQLite lives in the run directory, whose lock
+    covers it) yield True."""
+    if not is_postgres(url):
+        yield True
+        return
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(str(url), autocommit=True) as conn:
+        cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (_advisory_key(run_id),))
+        row = await cur.fetchone()
+        yield bool(row and row[0])  # the lock ends with the connection
+
+
+async def run_in_use(url: str | None, run_id: str) -> bool:
+    """Does some process hold the run on Postgres now? (False on SQLite: the run directory's lock says.)"""
+    if not is_postgres(url):
+        return False
+    async with hold_run(url, run_id) as held:
+        return not held

@@ -8,7 +8,7 @@ environment (the API key excepted). Every start, resume and retry is appended to
 kept in the run's checkpoint database (LangGraph's store) and copied to `DIR/run.json`; the database's copy wins,
 so a run on Postgres resumes from any directory that has the URL and the docs, with no local run files. One
 process at a time works on a run directory (`DIR/.lock`, an flock the kernel drops when the process dies,
-`kill -9` included).
+`kill -9` included) and, on Postgres, on a run (an advisory lock that ends with its connection).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import asyncio
 import fcntl
 import logging
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +52,7 @@ async def arun(docs: list[str], out_dir: Path | str, settings: Settings | None =
     check = await asyncio.to_thread(preflight, docs, settings, check_llm)
     run_id = compute_run_id(docs, max_sections, settings)
     url = settings.checkpoint.url
-    with run_lock(out_dir):
+    async with claim_run(out_dir, url, run_id):
         info = await _begin_run(out_dir, run_id, url, lambda known: runrecord.begin_attempt(
             known, run_id, docs, max_sections, settings, "resume" if known else "run",
             tokens_preflight=check.usage.as_meta()))
@@ -187,8 +187,11 @@ def _checkpoint_url(run_dir: Path, info: dict[str, Any], given: str | None) -> s
 async def astatus(out_dir: Path | str, checkpoint_url: str | None = None) -> RunStatus:
     """The run in `out_dir` as its checkpoint sees it: running / interrupted / completed (with failures)."""
     out_dir = Path(out_dir)
+    from doctune.graph.checkpoint import run_in_use
+
     info = runrecord.load_record(out_dir)
-    return await _status(out_dir, info, _checkpoint_url(out_dir, info, checkpoint_url), lock_held(out_dir))
+    url = _checkpoint_url(out_dir, info, checkpoint_url)
+    return await _status(out_dir, info, url, lock_held(out_dir) or await run_in_use(url, info["run_id"]))
 
 
 async def _status(out_dir: Path, info: dict[str, Any], url: str | None, running: bool) -> RunStatus:
@@ -228,8 +231,8 @@ async def aretry(out_dir: Path | str, *, section: str | None = None, changes: di
     run_id, docs, max_sections = info["run_id"], info["docs"], info.get("max_sections")
     settings = runrecord.settings_of_record(info, changes, url)
     check = await asyncio.to_thread(preflight, docs, settings, check_llm)
-    with run_lock(out_dir):
-        st = await _status(out_dir, info, url, running=False)  # we hold the lock now
+    async with claim_run(out_dir, url, run_id):
+        st = await _status(out_dir, info, url, running=False)  # we hold the run now
         if section is not None:
             _check_section(section, st)
         superseded = {"input": 0, "output": 0}
@@ -278,7 +281,21 @@ async def _fork_without(run_dir: Path, settings: Settings, run_id: str, targets:
     return {k: sum((r.get("tokens") or {}).get(k, 0) for r in dropped) for k in ("input", "output")}
 
 
-# ---------------------------------------------------------------- one process per run directory
+# ---------------------------------------------------------------- one process per run directory, and per run
+
+
+@asynccontextmanager
+async def claim_run(out_dir: Path, url: str | None, run_id: str) -> AsyncIterator[None]:
+    """Hold the run directory (`run_lock`) and, on Postgres, the run itself (an advisory lock), or raise
+    InputError: a second process on the same directory, or on the same run from another directory, is refused."""
+    from doctune.graph.checkpoint import hold_run
+
+    with run_lock(out_dir):
+        async with hold_run(url, run_id) as held:
+            if not held:
+                raise InputError(f"run {run_id} is in use by another doctune process on the same checkpoint "
+                                 "database (wait for it, or stop it first)")
+            yield
 
 
 @contextmanager

@@ -9,14 +9,23 @@ so a crashed run's timing is the fake model's latency, not the compiler's.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
+from doctune.core.errors import InputError
+from doctune.core.settings import load_settings
+from doctune.graph.checkpoint import hold_run, run_in_use
+from doctune.graph.driver import compute_run_id
+from doctune.graph.lifecycle import arun
+
 from tests.fakes.openai_server import FakeOpenAI, Fault
 from tests.reliability.harness import (
+    PG_ENV,
     calls_by_section,
     dataset_signature,
     done_ids,
@@ -26,6 +35,7 @@ from tests.reliability.harness import (
     llm_env,
     no_traceback,
     pair_ids,
+    pg_database,
     run_cli,
     section_id_of,
     start_cli,
@@ -141,10 +151,6 @@ def test_killed_run_resumes_from_another_directory_and_home(reference: dict, tmp
     the run from another directory and HOME that share only the database URL (and the docs): no run.json, no
     state.sqlite there. The dataset equals an uninterrupted run's, finished sections are not generated again,
     and the run's record (settings, attempts) comes from the database."""
-    import os
-
-    from tests.reliability.harness import PG_ENV, pg_database
-
     if not os.environ.get(PG_ENV):
         pytest.skip(f"{PG_ENV} is not set: `make test` (scripts/test.sh) starts a throw-away PostgreSQL")
     doc = Path(reference["doc"]).read_text(encoding="utf-8")
@@ -187,3 +193,27 @@ def test_killed_run_resumes_from_another_directory_and_home(reference: dict, tmp
     assert [a["command"] for a in record["attempts"]] == ["run", "resume"], record["attempts"]
     assert record["attempts"][0]["outcome"] == "running"  # killed: never recorded its end
     assert record["attempts"][1]["outcome"] == "completed"
+
+
+@pytest.mark.postgres
+def test_a_run_in_use_is_refused_to_a_second_directory(tmp_path: Path) -> None:
+    """Two directories that share only the Postgres URL cannot drive one run at once: while one process holds the
+    run, `arun` from another directory is refused with one line (nothing recorded), and status says running."""
+    if not os.environ.get(PG_ENV):
+        pytest.skip(f"{PG_ENV} is not set: `make test` (scripts/test.sh) starts a throw-away PostgreSQL")
+    doc = tmp_path / "durable.md"
+    doc.write_text(zig_doc(2), encoding="utf-8")
+    with pg_database() as url:
+        settings = load_settings(checkpoint={"url": url})
+        run_id = compute_run_id([str(doc)], None, settings)
+
+        async def go() -> None:
+            assert not await run_in_use(url, run_id)
+            async with hold_run(url, run_id) as held:  # "another process" (its own connection, like one)
+                assert held and await run_in_use(url, run_id)
+                with pytest.raises(InputError, match=f"run {run_id} is in use by another doctune process"):
+                    await arun([str(doc)], tmp_path / "b", settings)
+            assert not await run_in_use(url, run_id)  # released with its connection
+
+        asyncio.run(go())
+    assert not (tmp_path / "b" / "run.json").exists()

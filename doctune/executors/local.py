@@ -245,7 +245,7 @@ class LocalExecutor(Executor):
         )
         uid = self._uids.take()
         if uid is None:
-            uid = await in_thread(self._uids.claim, undo=lambda u: u is not None and self._uids.give(u))
+            uid = await in_thread(self._uids.claim, undo=self._give_back)
         try:
             if self.bwrap:
 
@@ -269,8 +269,11 @@ class LocalExecutor(Executor):
             step.preexec = rlimit_preexec(self.limits)
             return await run_step(step, None)
         finally:
-            if uid is not None:
-                self._uids.give(uid)
+            self._give_back(uid)
+
+    def _give_back(self, uid: int | None) -> None:
+        if uid is not None:
+            self._uids.give(uid)
 
 
 def _work_dir(
