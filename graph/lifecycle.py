@@ -184,13 +184,52 @@ def _checkpoint_url(run_dir: Path, info: dict[str, Any], given: str | None) -> s
     return None
 
 
-async def astatus(out_dir: Path | str, checkpoint_url: str | None = None) -> RunStatus:
-    """The run in `out_dir` as its checkpoint sees it: running / interrupted / completed (with failures)."""
-    out_dir = Path(out_dir)
+async def _find_run(out_dir: Path, checkpoint_url: str | None, run_id: str | None) -> tuple[dict[str, Any], str | None]:
+    """The run's record (the database's copy when it has one) and its checkpoint URL: from DIR/run.json, or, given
+    `run_id`, from the checkpoint database alone, so a run on Postgres can be read or retried from a directory
+    that never held it."""
+    from doctune.graph.checkpoint import is_postgres
+
+    if run_id is None:
+        try:
+            info = runrecord.load_record(out_dir)
+        except InputError as e:
+            if not is_postgres(checkpoint_url):
+                raise
+            raise InputError(f"{e}; or name a run of the checkpoint database with --run-id: "
+                             f"{await _known_runs(out_dir, checkpoint_url)}") from None
+        url = _checkpoint_url(out_dir, info, checkpoint_url)
+        return await _load_run(out_dir, info["run_id"], url) or info, url
+    if checkpoint_url is None and not (out_dir / "state.sqlite").is_file():
+        raise InputError(f"run {run_id}: {out_dir} holds no checkpoints; set the run's database "
+                         "(DOCTUNE_CHECKPOINT__URL, or checkpoint.url in --config)")
+    found = await _load_run(out_dir, run_id, checkpoint_url)
+    if found is None:
+        where = "the checkpoint database" if checkpoint_url else str(out_dir / "state.sqlite")
+        raise InputError(f"no run {run_id} in {where}")
+    return found, checkpoint_url
+
+
+async def _known_runs(out_dir: Path, url: str | None) -> str:
+    """'ID (docs; last attempt's outcome), ...' for the runs a checkpoint database holds, newest first."""
+    from doctune.graph.checkpoint import open_persistence
+    from doctune.graph.store import list_records
+
+    async with open_persistence(url, out_dir) as (_, store):
+        runs = await list_records(store)
+    if not runs:
+        return "it holds none"
+    return ", ".join(f"{r['run_id']} ({', '.join(map(str, r.get('docs') or []))}; "
+                     f"{((r.get('attempts') or [{}])[-1]).get('outcome', 'no attempt')})" for r in runs)
+
+
+async def astatus(out_dir: Path | str, checkpoint_url: str | None = None, *, run_id: str | None = None) -> RunStatus:
+    """The run in `out_dir` (or, given `run_id`, that run of the checkpoint database, from any directory) as its
+    checkpoint sees it: running / interrupted / completed (with failures)."""
     from doctune.graph.checkpoint import run_in_use
 
-    info = runrecord.load_record(out_dir)
-    url = _checkpoint_url(out_dir, info, checkpoint_url)
+    out_dir = Path(out_dir)
+    info, url = await _find_run(out_dir, checkpoint_url, run_id)
     return await _status(out_dir, info, url, lock_held(out_dir) or await run_in_use(url, info["run_id"]))
 
 
@@ -216,18 +255,17 @@ async def _status(out_dir: Path, info: dict[str, Any], url: str | None, running:
 
 
 async def aretry(out_dir: Path | str, *, section: str | None = None, changes: dict[str, Any] | None = None,
-                 checkpoint_url: str | None = None, progress: Any = None,
-                 check_llm: bool = True) -> RunSummary | None:
+                 checkpoint_url: str | None = None, progress: Any = None, check_llm: bool = True,
+                 run_id: str | None = None) -> RunSummary | None:
     """Re-run the failed (or, for an unfinished run, the pending) sections with the run's settings of record
     plus `changes` (e.g. ``{"llm": {"model": "m2"}}``), then curate and export again. None: nothing to retry.
 
     An unfinished run is resumed (LangGraph re-runs only branches without a saved result); a finished one is
     forked at its fan-out with every other section's result carried over, the replaced results' tokens kept in
-    the run's history so totals still add up."""
+    the run's history so totals still add up. `run_id`: the run of the checkpoint database to retry (on
+    Postgres, from a directory that never held it), else the one DIR/run.json names."""
     out_dir = Path(out_dir)
-    info = runrecord.load_record(out_dir)
-    url = _checkpoint_url(out_dir, info, checkpoint_url or load_settings().checkpoint.url)
-    info = await _load_run(out_dir, info["run_id"], url) or info  # the database's record is the newest
+    info, url = await _find_run(out_dir, checkpoint_url or load_settings().checkpoint.url, run_id)
     run_id, docs, max_sections = info["run_id"], info["docs"], info.get("max_sections")
     settings = runrecord.settings_of_record(info, changes, url)
     check = await asyncio.to_thread(preflight, docs, settings, check_llm)

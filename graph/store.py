@@ -137,6 +137,12 @@ async def get_record(base: BaseStore, run_id: str) -> dict[str, Any] | None:
     return None if item is None else dict(item.value)
 
 
+async def list_records(base: BaseStore, limit: int = 20) -> list[dict[str, Any]]:
+    """The records of the runs this database holds (newest first, at most ``limit``)."""
+    items = await base.asearch(RUNS, limit=limit)
+    return [dict(i.value) for i in sorted(items, key=lambda i: i.updated_at, reverse=True)]
+
+
 async def put_record(base: BaseStore, info: dict[str, Any]) -> None:
     """Save the run's record (run id, docs, settings of record, attempts) in the database."""
     await base.aput(RUNS, info["run_id"], json.loads(json.dumps(info, default=str)), index=False)

@@ -19,9 +19,10 @@ import pytest
 
 from doctune.core.errors import InputError
 from doctune.core.settings import load_settings
-from doctune.graph.checkpoint import hold_run, run_in_use
+from doctune.graph.checkpoint import hold_run, open_persistence, run_in_use
 from doctune.graph.driver import compute_run_id
-from doctune.graph.lifecycle import arun
+from doctune.graph.lifecycle import arun, astatus
+from doctune.graph.store import put_record
 
 from tests.fakes.openai_server import FakeOpenAI, Fault
 from tests.reliability.harness import (
@@ -155,7 +156,7 @@ def test_killed_run_resumes_from_another_directory_and_home(reference: dict, tmp
         pytest.skip(f"{PG_ENV} is not set: `make test` (scripts/test.sh) starts a throw-away PostgreSQL")
     doc = Path(reference["doc"]).read_text(encoding="utf-8")
     homes = {}
-    for name in ("ref", "a", "b"):  # one working directory and HOME each, the same doc at the same relative path
+    for name in ("ref", "a", "b", "c"):  # one working directory and HOME each, the same doc at the same relative path
         homes[name] = tmp_path / name
         (homes[name] / "docs").mkdir(parents=True)
         (homes[name] / "docs" / "durable.md").write_text(doc, encoding="utf-8")
@@ -183,6 +184,15 @@ def test_killed_run_resumes_from_another_directory_and_home(reference: dict, tmp
         r = run_cli(args, env("b", srv.base_url, DOCTUNE_CHECKPOINT__URL=url), cwd=homes["b"])
         assert r.returncode == 0 and no_traceback(r.stderr), r.stderr[-3000:]
         after = calls_by_section(srv)
+        # A third directory that never held the run reads it by id; without one, it is told which runs exist.
+        c_env, run_id = env("c", srv.base_url, DOCTUNE_CHECKPOINT__URL=url), st.run_id
+        nameless = run_cli(["status", str(homes["c"])], c_env, cwd=homes["c"])
+        assert nameless.returncode == 2 and no_traceback(nameless.stderr) and run_id in nameless.stderr
+        by_id = run_cli(["status", str(homes["c"]), "--run-id", run_id, "--json"], c_env, cwd=homes["c"])
+        assert by_id.returncode == 0, by_id.stderr[-3000:]
+        seen = json.loads(by_id.stdout)
+        assert (seen["state"], seen["sections"]["done"]) == ("completed", 3)
+        assert [a["command"] for a in seen["attempts"]] == ["run", "resume"]
     assert "resumed" in r.stderr
     assert not (b_out / "state.sqlite").exists()
     assert dataset_signature(b_out) == dataset_signature(homes["ref"] / "out")
@@ -198,7 +208,8 @@ def test_killed_run_resumes_from_another_directory_and_home(reference: dict, tmp
 @pytest.mark.postgres
 def test_a_run_in_use_is_refused_to_a_second_directory(tmp_path: Path) -> None:
     """Two directories that share only the Postgres URL cannot drive one run at once: while one process holds the
-    run, `arun` from another directory is refused with one line (nothing recorded), and status says running."""
+    run, `arun` from another directory is refused with one line (nothing recorded). Status from a directory that
+    never held a run: by `run_id`, or an error naming the database's runs."""
     if not os.environ.get(PG_ENV):
         pytest.skip(f"{PG_ENV} is not set: `make test` (scripts/test.sh) starts a throw-away PostgreSQL")
     doc = tmp_path / "durable.md"
@@ -216,4 +227,16 @@ def test_a_run_in_use_is_refused_to_a_second_directory(tmp_path: Path) -> None:
             assert not await run_in_use(url, run_id)  # released with its connection
 
         asyncio.run(go())
-    assert not (tmp_path / "b" / "run.json").exists()
+
+        async def record_only() -> None:  # a run this database knows, read from a directory without run.json
+            async with open_persistence(url, tmp_path) as (_, store):
+                await put_record(store, {"run_id": run_id, "docs": [str(doc)], "settings": {}, "attempts": []})
+            with pytest.raises(InputError, match=f"--run-id: {run_id} "):
+                await astatus(tmp_path / "c", url)
+            st = await astatus(tmp_path / "c", url, run_id=run_id)
+            assert (st.run_id, st.state) == (run_id, "not_started")
+            with pytest.raises(InputError, match="no run nope in the checkpoint database"):
+                await astatus(tmp_path / "c", url, run_id="nope")
+
+        asyncio.run(record_only())
+    assert not (tmp_path / "b" / "run.json").exists() and not (tmp_path / "c").exists()

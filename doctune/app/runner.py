@@ -92,9 +92,9 @@ def run(docs: list[str], out_dir: Path | str, settings: Settings | None = None, 
                     f"doctune retry {out_dir}")
 
 
-def status(out_dir: Path | str, checkpoint_url: str | None = None) -> RunStatus:
+def status(out_dir: Path | str, checkpoint_url: str | None = None, *, run_id: str | None = None) -> RunStatus:
     """`astatus` for synchronous callers."""
-    return run_sync(astatus(out_dir, checkpoint_url), f"doctune status {out_dir}")
+    return run_sync(astatus(out_dir, checkpoint_url, run_id=run_id), f"doctune status {out_dir}")
 
 
 def retry(out_dir: Path | str, *, show_progress: bool = False, **kw: Any) -> RunSummary | None:

@@ -24,7 +24,7 @@ SECTION_ROWS = 20  # sections shown in the yield table (--json lists all)
 STATE_TEXT = {"completed_with_failures": "completed with failures", "not_started": "not started"}
 
 
-def print_status(s: RunStatus, run_dir: Path) -> None:
+def print_status(s: RunStatus, run_dir: Path, by_id: bool = False) -> None:
     t = Table(title=f"doctune run {s.run_id} ({STATE_TEXT.get(s.state, s.state)})", show_header=False)
     t.add_column(style="bold")
     t.add_column()
@@ -44,7 +44,9 @@ def print_status(s: RunStatus, run_dir: Path) -> None:
     console.print(t, highlight=False)
     print_section_yields(s.yields.get("sections", []))
     if s.state == "interrupted" or s.failed:
-        console.print(f"re-run only what is missing: [bold]doctune retry {run_dir}[/] [--section ID]", highlight=False)
+        by = f" --run-id {s.run_id}" if by_id else ""
+        console.print(f"re-run only what is missing: [bold]doctune retry {run_dir}{by}[/] [--section ID]",
+                      highlight=False)
 
 
 def yield_text(row: dict) -> str:
@@ -71,28 +73,30 @@ def print_section_yields(rows: list[dict], limit: int = SECTION_ROWS) -> None:
     console.print(t, highlight=False)
 
 
-RunDir = Annotated[Path, typer.Argument(help="The run's output directory (has run.json).")]
+RunDir = Annotated[Path, typer.Argument(help="The run's output directory (has run.json; with --run-id, any).")]
 Config = Annotated[Path | None, typer.Option("--config", "-c", help="TOML settings file (checkpoint.url only).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 SectionOpt = Annotated[str | None, typer.Option("--section", help="Retry only this failed or pending section (id).")]
 ModelOpt = Annotated[str | None, typer.Option("--model", help="Retry with this model (recorded as a change).")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Change a setting of record: section.key=value.")]
+RunIdOpt = Annotated[str | None, typer.Option("--run-id", help="A run of the checkpoint database (Postgres: "
+                                              "DOCTUNE_CHECKPOINT__URL), for a directory without its run.json.")]
 
 
-def status(run_dir: RunDir, as_json: AsJson = False, config: Config = None) -> None:
+def status(run_dir: RunDir, as_json: AsJson = False, config: Config = None, run_id: RunIdOpt = None) -> None:
     """Sections done/failed/pending (by heading), pairs, tokens and attempts of a run, even a crashed one."""
     from doctune.app.runner import status as run_status
 
     url = settings_from(config).checkpoint.url
-    s = run_status(run_dir, url)
+    s = run_status(run_dir, url, run_id=run_id)
     if as_json:
         out.print_json(json.dumps(s.to_json()))
     else:
-        print_status(s, run_dir)
+        print_status(s, run_dir, by_id=run_id is not None)
 
 
 def retry(run_dir: RunDir, section: SectionOpt = None, model: ModelOpt = None, set_: SetOpt = None,
-          config: Config = None, as_json: AsJson = False) -> None:
+          config: Config = None, as_json: AsJson = False, run_id: RunIdOpt = None) -> None:
     """Re-run only the failed (or unfinished) sections with the run's own settings, then re-export.
 
     Any change (--model, --set) is explicit and recorded in the run's history (run.json `attempts`)."""
@@ -105,7 +109,7 @@ def retry(run_dir: RunDir, section: SectionOpt = None, model: ModelOpt = None, s
         changes.setdefault("llm", {})["model"] = model
     url = settings_from(config).checkpoint.url
     summary = interruptible(lambda: run_retry(run_dir, section=section, changes=changes, checkpoint_url=url,
-                                              show_progress=True))
+                                              run_id=run_id, show_progress=True))
     if summary is None:
         console.print("nothing to retry: every section finished without error")
         return
