@@ -197,8 +197,18 @@ async def hold_run(url: str | None, run_id: str) -> AsyncIterator[bool]:
 
 
 async def run_in_use(url: str | None, run_id: str) -> bool:
-    """Does some process hold the run on Postgres now? (False on SQLite: the run directory's lock says.)"""
+    """Does some process hold the run on Postgres now? (False on SQLite: the run directory's lock says.) Read from
+    `pg_locks`, never by taking the lock: a status poll must not make a starting run find its run held."""
     if not is_postgres(url):
         return False
-    async with hold_run(url, run_id) as held:
-        return not held
+    import psycopg
+
+    key = _advisory_key(run_id) & 0xFFFF_FFFF_FFFF_FFFF  # pg_locks shows a bigint key as two oids
+    async with await psycopg.AsyncConnection.connect(str(url), autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1"
+            " AND classid = %s::oid AND objid = %s::oid"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))",
+            (key >> 32, key & 0xFFFF_FFFF))
+        row = await cur.fetchone()
+        return bool(row and row[0])
