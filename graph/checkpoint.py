@@ -15,6 +15,8 @@ from typing import Any
 
 from doctune.core.errors import ConfigError
 
+PG_MISSING = "checkpoint.url is a Postgres URL but the Postgres saver is missing: pip install 'doctune[postgres]'"
+
 
 def is_postgres(url: str | None) -> bool:
     return bool(url) and str(url).startswith(("postgres://", "postgresql://"))
@@ -46,9 +48,7 @@ async def _open_postgres(url: str) -> AsyncIterator[tuple[Any, Any]]:
         from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
         from langgraph.store.postgres.aio import AsyncPostgresStore
     except ImportError:
-        raise ConfigError(
-            "checkpoint.url is a Postgres URL but the Postgres saver is missing: pip install 'doctune[postgres]'"
-        ) from None
+        raise ConfigError(PG_MISSING) from None
     async with AsyncPostgresSaver.from_conn_string(url) as saver, \
             AsyncPostgresStore.from_conn_string(url) as store:
         try:
@@ -179,36 +179,55 @@ def _advisory_key(run_id: str) -> int:
     return int.from_bytes(hashlib.sha256(f"doctune-run:{run_id}".encode()).digest()[:8], "big", signed=True)
 
 
+def _psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError:
+        raise ConfigError(PG_MISSING) from None
+    return psycopg
+
+
 @asynccontextmanager
 async def hold_run(url: str | None, run_id: str) -> AsyncIterator[bool]:
     """On Postgres, try to hold the run for this process (a session advisory lock on its own connection, released
     when the connection closes, so also when the process dies); yield whether it is held. Two directories that
-    share only the URL cannot drive one run at once. Elsewhere (SQLite lives in the run directory, whose lock
-    covers it) yield True."""
+    share only the URL cannot drive one run at once. The connection names this process (`run_holder`) and keeps
+    TCP keepalives, so an idle connection is not dropped by the network. Elsewhere (SQLite lives in the run
+    directory, whose lock covers it) yield True."""
     if not is_postgres(url):
         yield True
         return
-    import psycopg
+    import os
+    import socket
 
-    async with await psycopg.AsyncConnection.connect(str(url), autocommit=True) as conn:
+    name = f"doctune pid {os.getpid()} on {socket.gethostname()}"[:63]
+    conn = await _psycopg().AsyncConnection.connect(str(url), autocommit=True, application_name=name,
+                                                    keepalives=1, keepalives_idle=30, keepalives_interval=10,
+                                                    keepalives_count=3)
+    async with conn:
         cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (_advisory_key(run_id),))
         row = await cur.fetchone()
         yield bool(row and row[0])  # the lock ends with the connection
 
 
-async def run_in_use(url: str | None, run_id: str) -> bool:
-    """Does some process hold the run on Postgres now? (False on SQLite: the run directory's lock says.) Read from
-    `pg_locks`, never by taking the lock: a status poll must not make a starting run find its run held."""
+async def run_holder(url: str | None, run_id: str) -> str | None:
+    """Who holds the run on Postgres now ("doctune pid N on HOST", or "another session" where the server hides it),
+    None when nobody does or on SQLite (the run directory's lock says). Read from `pg_locks`, never by taking the
+    lock: a status poll must not make a starting run find its run held."""
     if not is_postgres(url):
-        return False
-    import psycopg
-
+        return None
     key = _advisory_key(run_id) & 0xFFFF_FFFF_FFFF_FFFF  # pg_locks shows a bigint key as two oids
-    async with await psycopg.AsyncConnection.connect(str(url), autocommit=True) as conn:
+    async with await _psycopg().AsyncConnection.connect(str(url), autocommit=True) as conn:
         cur = await conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1"
-            " AND classid = %s::oid AND objid = %s::oid"
-            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))",
+            "SELECT coalesce(a.application_name, '') FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.classid = %s::oid"
+            " AND l.objid = %s::oid AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " LIMIT 1",
             (key >> 32, key & 0xFFFF_FFFF))
         row = await cur.fetchone()
-        return bool(row and row[0])
+        return None if row is None else (row[0] or "another session")
+
+
+async def run_in_use(url: str | None, run_id: str) -> bool:
+    """Does some process hold the run on Postgres now? (see `run_holder`)"""
+    return await run_holder(url, run_id) is not None

@@ -17,8 +17,9 @@ import asyncio
 import fcntl
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from doctune.agents.endpoint import EndpointCheck
 
 LOCK_FILE = ".lock"
+KNOWN_RUNS = 10  # runs of the database named when a directory has none
 log = logging.getLogger(__name__)
 
 
@@ -196,8 +198,12 @@ async def _find_run(out_dir: Path, checkpoint_url: str | None, run_id: str | Non
         except InputError as e:
             if not is_postgres(checkpoint_url):
                 raise
-            raise InputError(f"{e}; or name a run of the checkpoint database with --run-id: "
-                             f"{await _known_runs(out_dir, checkpoint_url)}") from None
+            try:
+                known = await _known_runs(out_dir, checkpoint_url)
+            except Exception as why:  # the database cannot be read: the missing run.json is still the news
+                log.debug("listing the database's runs failed: %s", why)
+                raise e from None
+            raise InputError(f"{e}; or name a run of the checkpoint database with --run-id: {known}") from None
         url = _checkpoint_url(out_dir, info, checkpoint_url)
         return await _load_run(out_dir, info["run_id"], url) or info, url
     if checkpoint_url is None and not (out_dir / "state.sqlite").is_file():
@@ -216,11 +222,13 @@ async def _known_runs(out_dir: Path, url: str | None) -> str:
     from doctune.graph.store import list_records
 
     async with open_persistence(url, out_dir) as (_, store):
-        runs = await list_records(store)
+        runs = await list_records(store, limit=KNOWN_RUNS + 1)
     if not runs:
         return "it holds none"
+    more = f", ... (the newest {KNOWN_RUNS} shown)" if len(runs) > KNOWN_RUNS else ""
     return ", ".join(f"{r['run_id']} ({', '.join(map(str, r.get('docs') or []))}; "
-                     f"{((r.get('attempts') or [{}])[-1]).get('outcome', 'no attempt')})" for r in runs)
+                     f"{((r.get('attempts') or [{}])[-1]).get('outcome', 'no attempt')})"
+                     for r in runs[:KNOWN_RUNS]) + more
 
 
 async def astatus(out_dir: Path | str, checkpoint_url: str | None = None, *, run_id: str | None = None) -> RunStatus:
@@ -230,7 +238,15 @@ async def astatus(out_dir: Path | str, checkpoint_url: str | None = None, *, run
 
     out_dir = Path(out_dir)
     info, url = await _find_run(out_dir, checkpoint_url, run_id)
-    return await _status(out_dir, info, url, lock_held(out_dir) or await run_in_use(url, info["run_id"]))
+    dir_run = run_id is None or _dir_run_id(out_dir) == info["run_id"]  # DIR's lock says nothing of other runs
+    return await _status(out_dir, info, url, (dir_run and lock_held(out_dir)) or await run_in_use(url, info["run_id"]))
+
+
+def _dir_run_id(out_dir: Path) -> str | None:
+    try:
+        return str(runrecord.load_record(out_dir)["run_id"])
+    except InputError:
+        return None
 
 
 async def _status(out_dir: Path, info: dict[str, Any], url: str | None, running: bool) -> RunStatus:
@@ -324,33 +340,44 @@ async def _fork_without(run_dir: Path, settings: Settings, run_id: str, targets:
 
 @asynccontextmanager
 async def claim_run(out_dir: Path, url: str | None, run_id: str) -> AsyncIterator[None]:
-    """Hold the run directory (`run_lock`) and, on Postgres, the run itself (an advisory lock), or raise
-    InputError: a second process on the same directory, or on the same run from another directory, is refused."""
-    from doctune.graph.checkpoint import hold_run
+    """Hold the run directory (`DIR/.lock`, an flock the kernel releases when the process ends, however it ends)
+    and, on Postgres, the run itself (an advisory lock), or raise InputError: a second process on the same
+    directory, or on the same run from another directory, is refused."""
+    from doctune.executors.blocking import in_thread
+    from doctune.graph.checkpoint import hold_run, run_holder
 
-    with run_lock(out_dir):
+    fd = await in_thread(_lock_dir, out_dir, undo=os.close)  # cancelled meanwhile: the lock is let go
+    try:
         async with hold_run(url, run_id) as held:
             if not held:
-                raise InputError(f"run {run_id} is in use by another doctune process on the same checkpoint "
-                                 "database (wait for it, or stop it first)")
+                who = await run_holder(url, run_id) or "a process that has just let go: try again"
+                raise InputError(f"run {run_id} is in use on the same checkpoint database ({who}); wait for it, "
+                                 "or stop it first")
             yield
+    finally:
+        os.close(fd)  # closing the descriptor drops the lock
 
 
-@contextmanager
-def run_lock(out_dir: Path) -> Iterator[None]:
-    """Hold `DIR/.lock` for the run (the kernel releases it when the process ends, however it ends)."""
+def _lock_dir(out_dir: Path) -> int:
+    """Lock `DIR/.lock` (blocking: call in a thread) and return its descriptor, or raise InputError."""
     out_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(out_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise InputError(f"{out_dir} is in use by another doctune run (wait for it, or stop it first)") from None
+        for wait in (0.05, 0.1, 0.2, 0.4, 0.5, None):  # `lock_held` (a status poll) holds it for an instant
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if wait is None:
+                    raise InputError(f"{out_dir} is in use by another doctune run (wait for it, or stop it "
+                                     "first)") from None
+                time.sleep(wait)
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor drops the lock
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def lock_held(out_dir: Path) -> bool:

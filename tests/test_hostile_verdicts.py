@@ -7,6 +7,7 @@ One test per attack class; the heavy ones (memory) are in the slow set.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from doctune.agents.validator import BlockInput, Validator
 from doctune.core.schemas import Verdict
 from doctune.core.settings import ValidatorSettings
 from doctune.executors import uids
+from doctune.executors.blocking import in_thread
 from doctune.executors.cgroups import Cgroup
 from doctune.executors.local import LocalExecutor
 from doctune.executors.sandbox import bwrap_path
@@ -76,7 +78,7 @@ def _validate(blocks: list[BlockInput], cache: Path | None = None, **kw: object)
         cache_path=cache,
         concurrency=2,
         run_timeout_s=5.0,
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
     validator = Validator(settings, LocalExecutor(settings, zig_cache=ZIG_CACHE))
 
@@ -209,18 +211,59 @@ def test_compiler_memory_is_capped() -> None:
     assert v.duration_s < 100
 
 
-def test_sandbox_uids_differ_per_concurrent_run() -> None:
-    """Every executor of a process draws from one pool: two validators (say, two models' answers) running at
-    once never share a uid, so never an RLIMIT_NPROC budget."""
+def test_sandbox_uids_differ_per_concurrent_run(tmp_path: Path) -> None:
+    """Every executor of a process draws from one pool (as root with bubblewrap); sandboxes running at once never
+    share a uid, so never an RLIMIT_NPROC budget; a uid given back twice is handed out once; a claim cancelled
+    while its thread runs still gives its uid back."""
     ex = LocalExecutor(ValidatorSettings(cache=False), zig_cache=ZIG_CACHE)
     other = LocalExecutor(ValidatorSettings(cache=False), zig_cache=ZIG_CACHE)
-    assert ex._uids is other._uids is uids.POOL
+    if ex.sandboxed and os.geteuid() == 0:
+        assert ex._uids is other._uids is uids.POOL
+    pool = uids.UidPool(base=300000, span=64, directory=tmp_path)
+
+    async def one_sandbox(k: int) -> int:
+        uid = pool.take()
+        if uid is None:
+            uid = await in_thread(pool.claim)
+        assert uid is not None
+        in_use.append(uid)
+        await asyncio.sleep(0.01 * (k % 3))  # the sandbox runs
+        assert in_use.count(uid) == 1, "two running sandboxes share a uid"
+        in_use.remove(uid)
+        pool.give(uid)
+        return uid
+
+    async def many() -> list[int]:
+        return list(await asyncio.gather(*(one_sandbox(k) for k in range(40))))
+
+    in_use: list[int] = []
+    used = asyncio.run(many())
+    assert len(set(used)) <= 40 and min(used) >= 300000 and len(pool.held()) == len(set(used))
+    held = sorted(pool.held())
+    while pool.take() is not None:
+        pass
+    pool.give(held[0])
+    pool.give(held[0])
+    assert pool.take() == held[0] and pool.take() is None
+
+    async def cancelled_claim() -> None:
+        task = asyncio.ensure_future(in_thread(pool.claim, undo=lambda u: u is not None and pool.give(u)))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.2)  # the thread finishes; its undo runs
+
+    before = pool.held()
+    asyncio.run(cancelled_claim())
+    (new,) = pool.held() - before
+    assert pool.take() == new
 
 
 def test_sandbox_uids_differ_across_processes(tmp_path: Path) -> None:
-    """Two processes (here two pools on one claim directory, even starting at the same uid) never hold the same
-    uid; a uid given back stays with its process; a dead process's uids are claimable again."""
-    first, second = (uids.UidPool(base=300000, span=8, directory=tmp_path, start=0) for _ in range(2))
+    """Two processes (here two pools on one claim directory, scanning from the same uid) never hold the same
+    uid; a uid given back stays with its process; a process's exit lets others claim its uids."""
+    first, second = (uids.UidPool(base=300000, span=8, directory=tmp_path) for _ in range(2))
     a = [first.claim() for _ in range(3)]
     b = [second.claim() for _ in range(5)]
     assert None not in a + b and len(set(a + b)) == 8 and min(a + b) > 65535
@@ -229,7 +272,7 @@ def test_sandbox_uids_differ_across_processes(tmp_path: Path) -> None:
     assert first.take() == a[0] and second.take() is None  # given back to its own process, not to others
     claim_in_child = [sys.executable, "-c", (
         "from pathlib import Path; from doctune.executors.uids import UidPool\n"
-        f"print(UidPool(base=300000, span=8, directory=Path({str(tmp_path)!r}), start=0).claim())")]
+        f"print(UidPool(base=300000, span=8, directory=Path({str(tmp_path)!r})).claim())")]
     assert subprocess.run(claim_in_child, capture_output=True, text=True, check=True).stdout.strip() == "None"
     first._forget()  # what a process's exit does: its claims are released...
     got = subprocess.run(claim_in_child, capture_output=True, text=True, check=True).stdout.strip()

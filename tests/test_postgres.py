@@ -222,7 +222,8 @@ def test_a_run_in_use_is_refused_to_a_second_directory(tmp_path: Path) -> None:
             assert not await run_in_use(url, run_id)
             async with hold_run(url, run_id) as held:  # "another process" (its own connection, like one)
                 assert held and await run_in_use(url, run_id)
-                with pytest.raises(InputError, match=f"run {run_id} is in use by another doctune process"):
+                holder = rf"\(doctune pid {os.getpid()} on "  # who holds it, from the lock's connection
+                with pytest.raises(InputError, match=rf"run {run_id} is in use on the same checkpoint database {holder}"):
                     await arun([str(doc)], tmp_path / "b", settings)
             assert not await run_in_use(url, run_id)  # released with its connection
 

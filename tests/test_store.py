@@ -108,3 +108,32 @@ def test_store_and_checkpointer_share_the_database_under_concurrency(tmp_path: P
         assert (tmp_path / "state.sqlite").is_file() and not (tmp_path / "store").exists()
 
     _run(go())
+
+
+def test_one_process_per_run_directory_and_a_status_poll_does_not_refuse_a_start(tmp_path: Path) -> None:
+    """`claim_run` holds DIR/.lock: a second claim on DIR is refused with one line. A status poll (`lock_held`
+    takes a shared lock for an instant) that a start meets does not make the start fail: here the poll's shared
+    lock is held for 0.2 s, and the start waits it out."""
+    import fcntl
+    import os
+    import threading
+
+    from doctune.core.errors import InputError
+    from doctune.graph.lifecycle import LOCK_FILE, claim_run, lock_held
+
+    out = tmp_path / "run"
+
+    async def go() -> None:
+        async with claim_run(out, None, "r1"):
+            assert lock_held(out)
+            with pytest.raises(InputError, match="is in use by another doctune run"):
+                async with claim_run(out, None, "r2"):
+                    pass
+        assert not lock_held(out)
+        fd = os.open(out / LOCK_FILE, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # a poll, caught in the middle
+        threading.Timer(0.2, os.close, (fd,)).start()
+        async with claim_run(out, None, "r1"):
+            pass
+
+    asyncio.run(go())

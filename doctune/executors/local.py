@@ -12,6 +12,7 @@ the executor is called from graph nodes in the server's event loop, which must n
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import tempfile
@@ -92,7 +93,8 @@ class LocalExecutor(Executor):
         self.supervisor = supervisor_binary(self.toolchain / "zig", self.zig_cache) if self.bwrap else None
         # Read once here (executors are built off the event loop), not per cache key.
         self.runner_digest = hashlib.sha256(TEST_RUNNER.read_bytes()).hexdigest()[:12]
-        self._uids = uids.POOL  # one uid per concurrent sandbox, across processes (see doctune.executors.uids)
+        # One uid per concurrent sandbox, across processes (doctune.executors.uids); only root can switch to it.
+        self._uids = uids.POOL if self.bwrap and os.geteuid() == 0 else None
 
     @property
     def sandboxed(self) -> bool:
@@ -243,9 +245,7 @@ class LocalExecutor(Executor):
             report=mode == "test",
             test_filter=env.pop(TEST_FILTER_ENV, ""),
         )
-        uid = self._uids.take()
-        if uid is None:
-            uid = await in_thread(self._uids.claim, undo=self._give_back)
+        uid = await self._sandbox_uid()
         try:
             if self.bwrap:
 
@@ -271,8 +271,15 @@ class LocalExecutor(Executor):
         finally:
             self._give_back(uid)
 
+    async def _sandbox_uid(self) -> int | None:
+        """A uid no other running sandbox has (None: not root, or none left: the sandbox's default uid)."""
+        if self._uids is None:
+            return None
+        uid = self._uids.take()
+        return uid if uid is not None else await in_thread(self._uids.claim, undo=self._give_back)
+
     def _give_back(self, uid: int | None) -> None:
-        if uid is not None:
+        if uid is not None and self._uids is not None:
             self._uids.give(uid)
 
 

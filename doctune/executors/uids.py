@@ -36,16 +36,18 @@ def lock_dir() -> Path | None:
 
 class UidPool:
     """Uids this process holds for its sandboxes. `take` is cheap when a held uid is free (no I/O, safe in an event
-    loop); `claim` makes the process hold one more (file I/O: call it off the loop)."""
+    loop); `claim` makes the process hold one more (file I/O, done outside the pool's lock: call it off the loop).
+    Every process scans from the same start, so the claim files on a host stay as many as the most sandboxes that
+    ever ran at once."""
 
-    def __init__(self, base: int = UID_BASE, span: int = UID_SPAN, directory: Path | None = None,
-                 start: int | None = None) -> None:
+    def __init__(self, base: int = UID_BASE, span: int = UID_SPAN, directory: Path | None = None) -> None:
         self.base, self.span = base, span
         self._dir = directory
         self._dir_known = directory is not None
-        self._next = (os.getpid() * 256) % span if start is None else start % span  # spread processes apart
+        self._next = 0
         self._free: list[int] = []
         self._fds: dict[int, int] = {}  # uid -> the open, locked claim file
+        self._trying: set[int] = set()  # uids a `claim` of this process is locking now
         self._lock = threading.Lock()
 
     def take(self) -> int | None:
@@ -61,19 +63,22 @@ class UidPool:
 
     def claim(self) -> int | None:
         """Hold one more uid (that no other process holds) and hand it out; None when all are taken."""
-        with self._lock:
-            if not self._dir_known:
-                self._dir, self._dir_known = lock_dir(), True
-            for _ in range(self.span):
+        if not self._dir_known:
+            self._dir, self._dir_known = lock_dir(), True
+        for _ in range(self.span):
+            with self._lock:
                 uid = self.base + self._next
                 self._next = (self._next + 1) % self.span
-                if uid in self._fds:
+                if uid in self._fds or uid in self._trying:
                     continue
-                fd = self._lock_file(uid)
+                self._trying.add(uid)
+            fd = self._lock_file(uid)
+            with self._lock:
+                self._trying.discard(uid)
                 if fd is not None:
                     self._fds[uid] = fd
                     return uid
-            return None
+        return None
 
     def held(self) -> frozenset[int]:
         """Every uid this process holds (in use or free)."""
@@ -91,14 +96,13 @@ class UidPool:
             return None
         return fd
 
-
     def _forget(self) -> None:
         """In a forked child: the parent's claims are the parent's (the child shares their locks, not their use)."""
         self._lock = threading.Lock()
         for fd in self._fds.values():
             if fd >= 0:
                 os.close(fd)
-        self._free, self._fds = [], {}
+        self._free, self._fds, self._trying, self._next = [], {}, set(), 0
 
 
 POOL = UidPool()  # every executor of this process draws from it
