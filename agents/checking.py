@@ -6,12 +6,14 @@ and store what comes back. The rules:
 - **What runs** (``plan``). Every ```zig block of the response (for a "what happens" pair that states an
   expected failure: the instruction's blocks, run the way the doc ran them). A triplet (``Pair.tests``) runs its
   solution (the response's longest block) with the hidden tests appended, in test mode, and the same with every
-  function body of the solution stubbed (``@panic("stub")``) and its own tests removed: the vacuity check. All
-  checks of all pairs go to the validator in one call, so the batches share compiles.
+  function body of the solution stubbed (``@panic("stub")``) and its own tests removed, and once more with every
+  function hollow (returning ``undefined``): the vacuity check. All checks of all pairs go to the validator in
+  one call, so the batches share compiles.
 - **The pair's verdict and evidence** (``judge_pair``). An executor fault anywhere makes the pair ``infra``
   (never repaired, never blamed on the code); else the first check that did not pass makes it failing; else it is
   accepted with the weakest evidence of its checks (``tested`` > ``ran`` > ``compiled``; no code: ``conceptual``).
-  Hidden tests that still pass on the stub are vacuous: the pair goes to repair for new tests when it can, else
+  Hidden tests that still pass on the stub, or on the hollow solution (they call it without checking what it
+  returns), are vacuous: the pair goes to repair for new tests when it can, else
   it is accepted as ``ran`` (never ``tested``); a stub that cannot be judged (it does not compile: a body the
   code needs at comptime), or hidden tests that did not all report passed (a skipped one), are demoted the same
   way.
@@ -40,10 +42,10 @@ from doctune.core.schemas import (
     sha256,
 )
 from doctune.executors.zigsrc import top_level_names
-from doctune.executors.zigstub import declared_test_names, strip_tests, stub_bodies
+from doctune.executors.zigstub import declared_test_names, hollow_bodies, strip_tests, stub_bodies
 
 ValidateMany = Callable[[Sequence[BlockInput]], Awaitable[list[Verdict]]]
-Role = Literal["block", "hidden", "stub"]
+Role = Literal["block", "hidden", "stub", "hollow"]
 Status = Literal["accepted", "failing", "infra"]
 Vacuity = Literal["non_vacuous", "vacuous", "inconclusive"]
 
@@ -53,8 +55,15 @@ VACUOUS_FEEDBACK = (
     "do not test the solution. Write tests that call the solution's functions and check their results with "
     "std.testing, so that a wrong or missing implementation fails them."
 )
+HOLLOW_FEEDBACK = (
+    "The hidden tests still pass when every function of the solution returns an undefined value (or, if it "
+    "returns nothing, does nothing): they call the solution but do not check what it computes. Write tests that "
+    "check each result against the exact expected value with std.testing.expectEqual (and side effects where the "
+    "function has them), so that a wrong implementation fails them."
+)
 _ONE_LINE_DECL = re.compile(r"^(?:pub\s+)?const\s+(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*=[^\n]*;[ \t]*$", re.M)
 _USES_STD = re.compile(r"\bstd\.")
+_READS_SOURCE = re.compile(r"@(?:embedFile|src)\s*\(")
 _STUB_FAILED = {"test_failure", "runtime_error", "timeout", "resource_limit"}
 
 
@@ -115,14 +124,22 @@ def solution_index(pair: Pair) -> int | None:
 
 
 def with_tests(solution: str, tests: str) -> str:
-    """The solution followed by the hidden tests, as one file. One-line top-level `const`s of the tests that the
-    solution declares too (`const std = @import("std");`) are dropped from the tests; `std` is declared when the
-    tests use it and neither declares it."""
-    names = set(top_level_names(solution))
-    tests = _ONE_LINE_DECL.sub(lambda m: "" if m.group("name") in names else m.group(0), tests)
-    need_std = "std" not in names and "std" not in top_level_names(tests) and _USES_STD.search(tests)
+    """The solution followed by the hidden tests, as one file. A one-line top-level `const` of the tests that the
+    solution declares the same way (`const std = @import("std");`) is dropped from the tests; declared otherwise,
+    it stays, and the compiler refuses the duplicate (a solution cannot hand the tests its own `std` or
+    `testing`). `std` is declared for tests that use it unless the solution declares it as `@import("std")`."""
+    same = {m.group("name"): _squeeze(m.group(0)) for m in _ONE_LINE_DECL.finditer(solution)}
+    tests = _ONE_LINE_DECL.sub(lambda m: "" if same.get(m.group("name")) == _squeeze(m.group(0)) else m.group(0),
+                               tests)
+    real_std = same.get("std") == _squeeze('const std = @import("std");')
+    need_std = not real_std and "std" not in top_level_names(tests) and _USES_STD.search(tests)
     header = 'const std = @import("std");\n' if need_std else ""
     return f"{solution.rstrip()}\n\n// ---- hidden tests ----\n{header}{tests.strip()}\n"
+
+
+def _squeeze(decl: str) -> str:
+    """A declaration without `pub` and whitespace, to compare two spellings of one line."""
+    return re.sub(r"\s+", "", re.sub(r"^\s*pub\s+", "", decl))
 
 
 def plan(pair: Pair) -> list[Check]:
@@ -138,9 +155,11 @@ def plan(pair: Pair) -> list[Check]:
     checks = [Check(pair.id, "block", BlockInput(id=f"{pair.id}#{j}", code=code, expect=pair.expect))
               for j, code in enumerate(blocks) if j != k or pair.expect is not None]
     hidden = with_tests(solution, pair.tests)
-    stub = with_tests(stub_bodies(strip_tests(solution)), pair.tests)
+    bare = strip_tests(solution)
+    stub, hollow = with_tests(stub_bodies(bare), pair.tests), with_tests(hollow_bodies(bare), pair.tests)
     return [*checks, Check(pair.id, "hidden", BlockInput(id=f"{pair.id}#hidden", code=hidden, mode="test")),
-            Check(pair.id, "stub", BlockInput(id=f"{pair.id}#stub", code=stub, mode="test"))]
+            Check(pair.id, "stub", BlockInput(id=f"{pair.id}#stub", code=stub, mode="test")),
+            Check(pair.id, "hollow", BlockInput(id=f"{pair.id}#hollow", code=hollow, mode="test"))]
 
 
 # ---------------------------------------------------------------- what the verdicts make of the pair
@@ -160,13 +179,16 @@ def weakest(levels: Sequence[Evidence]) -> Evidence:
     return min(levels, key=EVIDENCE_RANK.__getitem__) if levels else "none"
 
 
-def vacuity_of(stub: Verdict) -> Vacuity:
-    """Tests that pass on the stubbed solution are vacuous; tests that failed (or panicked, or hung) on it are
-    not; a stub that did not compile proves nothing either way."""
+def vacuity_of(stub: Verdict, hollow: Verdict | None = None) -> Vacuity:
+    """Tests that pass on the stubbed solution are vacuous, and so are tests that pass on the hollow one (every
+    function returns `undefined`: they call the solution without checking it); tests that failed (or panicked,
+    or hung) on the stub, and did not pass on the hollow solution, are not. A stub that did not compile proves
+    nothing either way; a hollow solution that did not compile (an `undefined` the code needs at comptime) leaves
+    the stub to decide."""
     if stub.verdict == "ok":
         return "vacuous"
     if stub.verdict in _STUB_FAILED and stub.stage != "compile":
-        return "non_vacuous"
+        return "vacuous" if hollow is not None and hollow.verdict == "ok" else "non_vacuous"
     return "inconclusive"
 
 
@@ -174,7 +196,8 @@ def judge_pair(pair: Pair, verdicts: dict[Role, list[Verdict]], *, can_repair: b
     """The pair's status, representative verdict and evidence from its checks' verdicts (see module docstring)."""
     checked = [*verdicts.get("block", []), *verdicts.get("hidden", [])]
     stub: Verdict | None = next(iter(verdicts.get("stub") or []), None)
-    infra = next((v for v in [*checked, stub] if v is not None and v.verdict == "infra_error"), None)
+    hollow: Verdict | None = next(iter(verdicts.get("hollow") or []), None)
+    infra = next((v for v in [*checked, stub, hollow] if v is not None and v.verdict == "infra_error"), None)
     if infra is not None:
         return PairCheck("infra", infra, "none")
     bad = next((v for v in checked if not v.passed), None)
@@ -185,25 +208,40 @@ def judge_pair(pair: Pair, verdicts: dict[Role, list[Verdict]], *, can_repair: b
     evidence = weakest([evidence_of(v, pair) for v in checked])
     representative = (verdicts.get("hidden") or checked)[-1]
     if verdicts.get("hidden") and not all_hidden_passed(pair, representative):
-        why = "not every hidden test reported that it passed (skipped, or no per-test report)"
+        why = "not every declared test reported that it passed (skipped, never run, or no per-test report)"
         return PairCheck("accepted", representative, weakest([evidence, "ran"]), {"status": "unproven", "demoted": why})
     if stub is None:
         return PairCheck("accepted", representative, evidence)
-    vacuity: dict[str, Any] = {"status": vacuity_of(stub), "stub_verdict": stub.verdict, "stub_tests": _counts(stub)}
+    vacuity: dict[str, Any] = {"status": vacuity_of(stub, hollow), "stub_verdict": stub.verdict,
+                               "stub_tests": _counts(stub), "hollow_verdict": hollow.verdict if hollow else None}
+    if vacuity["status"] == "non_vacuous" and _READS_SOURCE.search(pair.tests or ""):
+        vacuity["status"] = "inconclusive"  # tests that read the source can tell a stub from the solution
     if vacuity["status"] == "non_vacuous":
         return PairCheck("accepted", representative, evidence, vacuity)
     if vacuity["status"] == "vacuous" and can_repair:
         return PairCheck("failing", representative, "none", vacuity)
-    vacuity["demoted"] = "hidden tests pass on a stubbed solution" if vacuity["status"] == "vacuous" else (
+    vacuity["demoted"] = _why_vacuous(vacuity) if vacuity["status"] == "vacuous" else (
+        "the hidden tests read source files (@embedFile/@src), so failing on the stub proves nothing"
+        if _READS_SOURCE.search(pair.tests or "") else
         "the stubbed solution does not compile, so the tests' strength is unknown")
     return PairCheck("accepted", representative, weakest([evidence, "ran"]), vacuity)
 
 
+def _why_vacuous(vacuity: dict[str, Any]) -> str:
+    if vacuity["stub_verdict"] == "ok":
+        return "hidden tests pass on a stubbed solution"
+    return "hidden tests pass on a solution whose functions compute nothing (they do not check its results)"
+
+
 def all_hidden_passed(pair: Pair, verdict: Verdict) -> bool:
-    """The test runner reported every hidden test passed: none skipped, as many passes as hidden tests at least
-    (the solution's own tests pass too, or the verdict would not be ok)."""
+    """The test runner reported every test of the file passed: none skipped, and as many passes as the solution
+    and the hidden tests declare together (so the solution's own tests cannot stand in for a hidden test that
+    never ran, such as one nested in a container nothing refers to)."""
     t = verdict.tests
-    return t is not None and t.skipped == 0 and t.passed >= len(declared_test_names(pair.tests or ""))
+    k = solution_index(pair)
+    solution = pair.code_blocks()[k] if k is not None else ""
+    declared = len(declared_test_names(solution)) + len(declared_test_names(pair.tests or ""))
+    return t is not None and t.skipped == 0 and t.passed >= declared
 
 
 def _counts(v: Verdict) -> dict[str, int] | None:
@@ -280,8 +318,10 @@ def failed_hidden_tests(pair: Pair, verdict: Verdict) -> tuple[list[str], str | 
 def repair_request(pair: Pair) -> RepairRequest:
     """What the repair of a failing pair is asked to fix: vacuous tests, or the verdict with its output and
     the hidden tests that failed."""
-    if (pair.meta.get("vacuity") or {}).get("status") == "vacuous":
-        return RepairRequest("vacuous_tests", VACUOUS_FEEDBACK, rewrite_tests=True)
+    vacuity = pair.meta.get("vacuity") or {}
+    if vacuity.get("status") == "vacuous":
+        hollow = vacuity.get("stub_verdict") != "ok" and vacuity.get("hollow_verdict") == "ok"  # not checked
+        return RepairRequest("vacuous_tests", HOLLOW_FEEDBACK if hollow else VACUOUS_FEEDBACK, rewrite_tests=True)
     assert pair.verdict is not None
     failed, stopped = failed_hidden_tests(pair, pair.verdict)
     lines = [f'Hidden test "{n}" failed.' for n in failed]

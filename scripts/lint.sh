@@ -13,6 +13,7 @@ ROOT=$PWD
 "$VENV/bin/ruff" check .
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+rm -rf build  # setuptools' build dir keeps files deleted from the tree: they would be linted as installed
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation --target "$tmp/site" . >/dev/null
 (cd "$tmp" && PYTHONPATH="$tmp/site" "$ROOT/$VENV/bin/lint-imports" --no-cache "$ROOT/pyproject.toml")
 if [ "${DOCTUNE_LINT_MYPY:-1}" = 1 ]; then

@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from doctune.agents.checking import (
+    HOLLOW_FEEDBACK,
     VACUOUS_FEEDBACK,
     already_repaired,
     blocks_to_check,
@@ -71,13 +72,29 @@ def test_triplet_runs_solution_with_hidden_tests_and_a_stub_of_it() -> None:
     own_test = 'test "mine" { try std.testing.expect(triple(1) == 3); }\n'
     p = pair(response=f"```zig\n{SOLUTION}{own_test}```\n", tests=TESTS)
     roles = {c.role: c.block for c in plan(p)}
-    assert set(roles) == {"hidden", "stub"}  # the solution block is checked through its hidden tests
+    assert set(roles) == {"hidden", "stub", "hollow"}  # the solution block is checked through its hidden tests
     hidden, stub = roles["hidden"], roles["stub"]
     assert hidden.mode == stub.mode == "test"
     assert hidden.code.count('const std = @import("std");') == 1  # the tests' repeat is dropped
     assert "return x * 3;" in hidden.code and 'test "mine"' in hidden.code and 'test "triple of 2"' in hidden.code
     assert "return x * 3;" not in stub.code and '@panic("stub")' in stub.code
     assert 'test "mine"' not in stub.code and 'test "triple of 0"' in stub.code  # only hidden tests judge a stub
+    hollow = roles["hollow"]
+    assert "return undefined;" in hollow.code and "return x * 3;" not in hollow.code and 'test "mine"' not in hollow.code
+
+
+def test_a_solution_cannot_hand_the_tests_its_own_std_or_testing() -> None:
+    """A test's one-line `const` is dropped only when the solution declares it the same way; a solution's fake
+    `std` or `testing` meets the tests' own declaration, and the compiler refuses the duplicate."""
+    fake = "const std = struct { pub const testing = struct { pub fn expectEqual(a: anytype, b: anytype) !void " \
+           "{ _ = a; _ = b; } }; };\npub fn triple(x: i32) i32 { return x * 2; }\n"
+    assert with_tests(fake, TESTS).count("const std =") == 2  # the tests' real std stays: a duplicate
+    assert with_tests(fake, 'test "t" { try std.testing.expect(triple(1) == 3); }\n').count("const std =") == 2
+    fake_testing = "const testing = struct { pub fn expect(ok: bool) !void { _ = ok; } };\n"
+    tests = "const testing = std.testing;\n" + 'test "t" { try testing.expect(triple(1) == 3); }\n'
+    assert with_tests(fake_testing + SOLUTION, tests).count("const testing =") == 2
+    same = with_tests("pub  const std = @import( \"std\" );\nfn f() void {}\n", TESTS)
+    assert same.count("const std") == 1  # the same declaration, spelled differently: one
 
 
 def test_with_tests_declares_std_when_nobody_does() -> None:
@@ -144,6 +161,44 @@ def test_hidden_tests_that_did_not_all_report_passed_prove_nothing() -> None:
         assert (r.status, r.evidence, r.vacuity["status"]) == ("accepted", "ran", "unproven"), counts
 
 
+def test_the_solutions_own_tests_cannot_stand_in_for_a_hidden_test_that_never_ran() -> None:
+    """Passes are counted against the solution's tests and the hidden tests together: a hidden test nested in a
+    container that nothing refers to never runs, and the solution's own test does not make up for it."""
+    own = pair(response=f"```zig\n{SOLUTION}test \"own\" {{}}\n```\n",
+               tests='const S = struct { test "real" { try std.testing.expect(triple(5) == 15); } };\n'
+                     'test "runs" { _ = triple(1); }\n')
+    stub = failed([], unfinished="main.test.runs")
+    r = judge_pair(own, {"hidden": [ok(tests=ZigTestCounts(passed=2))], "stub": [stub]}, can_repair=True)
+    assert (r.evidence, r.vacuity["status"]) == ("ran", "unproven")  # 2 passed of 3 declared
+    r = judge_pair(own, {"hidden": [ok(tests=ZigTestCounts(passed=3))], "stub": [stub]}, can_repair=True)
+    assert r.evidence == "tested"
+
+
+def test_tests_that_read_the_source_prove_nothing_by_failing_on_the_stub() -> None:
+    """`@embedFile(@src().file)` lets a test tell the stub from the solution without calling it."""
+    peek = ('test "t" { const me = @embedFile(@src().file);\n'
+            '    try std.testing.expect(std.mem.indexOf(u8, me, "stub") == null); }\n')
+    r = judge_pair(pair(tests=peek), {"hidden": [ok(tests=ZigTestCounts(passed=1))], "stub": [failed(["t"])]},
+                   can_repair=True)
+    assert (r.status, r.evidence, r.vacuity["status"]) == ("accepted", "ran", "inconclusive")
+    assert "@embedFile" in r.vacuity["demoted"]
+
+
+def test_tests_that_call_the_solution_without_checking_it_are_vacuous() -> None:
+    """`_ = triple(5);` fails on the stub (it panics) but passes on the hollow solution (returns undefined)."""
+    stub = failed([], unfinished="main.test.triple of 2")
+    r = judge_pair(pair(tests=TESTS), {"hidden": [ok()], "stub": [stub], "hollow": [ok()]}, can_repair=False)
+    assert (r.status, r.evidence, r.vacuity["status"]) == ("accepted", "ran", "vacuous")
+    assert "compute nothing" in r.vacuity["demoted"] and r.vacuity["hollow_verdict"] == "ok"
+    r = judge_pair(pair(tests=TESTS), {"hidden": [ok()], "stub": [stub], "hollow": [failed(["t"])]},
+                   can_repair=False)
+    assert (r.evidence, r.vacuity["status"]) == ("tested", "non_vacuous")
+    hollow_no_compile = Verdict(verdict="compile_error", stage="compile")  # `undefined` needed at comptime
+    r = judge_pair(pair(tests=TESTS), {"hidden": [ok()], "stub": [stub], "hollow": [hollow_no_compile]},
+                   can_repair=False)
+    assert (r.evidence, r.vacuity["status"]) == ("tested", "non_vacuous")  # the stub decides
+
+
 def test_vacuity_of_the_stubs_verdict() -> None:
     assert vacuity_of(ok()) == "vacuous"
     assert vacuity_of(failed(["t"])) == "non_vacuous"
@@ -171,6 +226,9 @@ def test_repair_feedback_for_vacuous_tests_asks_for_new_tests() -> None:
     req = repair_request(p)
     assert (req.problem, req.feedback, req.rewrite_tests) == ("vacuous_tests", VACUOUS_FEEDBACK, True)
     assert rejection_reason(p) == "vacuous_tests"
+    unchecked = {"status": "vacuous", "stub_verdict": "test_failure", "hollow_verdict": "ok"}
+    req = repair_request(pair(tests=TESTS, verdict=ok(), meta={"vacuity": unchecked}))
+    assert (req.problem, req.feedback, req.rewrite_tests) == ("vacuous_tests", HOLLOW_FEEDBACK, True)
     assert rejection_reason(pair(verdict=Verdict(verdict="compile_error"))) == "compile_error"
 
 
@@ -235,3 +293,12 @@ def test_test_declarations_are_found_named_and_stripped() -> None:
     code = 'fn f() void {}\ntest "a }" { const s = "{"; _ = s; }\ntest f { f(); }\ntest { }\n// test "no"\n'
     assert declared_test_names(code) == ["a }", "f", ""]
     assert [ln for ln in strip_tests(code).splitlines() if ln.strip()] == ["fn f() void {}", '// test "no"']
+
+
+def test_test_declarations_with_comments_or_quoted_names_are_found_too() -> None:
+    """Zig takes comments between `test` and its name, and `@"…"` decltest names: the stub must lose them too."""
+    code = ('fn @"f g"() void {}\ntest // why\n"c" { }\ntest @"f g" { }\ntest\n// x\n{ }\n'
+            'fn // note\n h(x: i32) i32 { return x; }\n')
+    assert declared_test_names(code) == ["c", "f g", ""]
+    assert "test" not in strip_tests(code).replace("// x", "")
+    assert "return x;" not in stub_bodies(code)  # a commented `fn` head is stubbed as well

@@ -2,20 +2,26 @@
 signature, so code calling it still compiles), test declarations found and removed, and their names.
 
 Used by the vacuity check of hidden tests: tests that still pass when the solution's bodies are stubbed do not
-test the solution. A scanner, not a parser: comments, string and character literals are skipped, braces matched.
+test the solution, and tests that still pass when its functions compute nothing (``hollow_bodies``) do not check
+what it returns. A scanner, not a parser: comments, string and character literals are skipped, braces matched.
 Functions returning `type` (generic containers) keep their body, and the functions inside it are stubbed.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from doctune.core.zigscan import matching_close, skip_literal
 
 STUB_PANIC = '@panic("stub")'
 _IDENT_CHAR = re.compile(r"[A-Za-z0-9_]")
-_FN_HEAD = re.compile(r'fn\s+(?:[A-Za-z_][A-Za-z0-9_]*|@"[^"\n]*")\s*\(')
-_TEST_HEAD = re.compile(r'test(?:\s*"(?P<name>(?:[^"\\\n]|\\.)*)"|\s+(?P<ident>[A-Za-z_][A-Za-z0-9_]*))?\s*\{')
+_GAP = r"(?:\s|//[^\n]*(?:\n|$))"  # Zig allows whitespace and comments between tokens
+_FN_HEAD = re.compile(rf'fn{_GAP}+(?:[A-Za-z_][A-Za-z0-9_]*|@"[^"\n]*"){_GAP}*\(')
+_TEST_HEAD = re.compile(
+    rf'test(?:{_GAP}*"(?P<name>(?:[^"\\\n]|\\.)*)"|{_GAP}*(?P<quoted>@"[^"\n]*")'
+    rf"|{_GAP}+(?P<ident>[A-Za-z_][A-Za-z0-9_]*))?{_GAP}*\{{"
+)
 _TYPE_LITERAL = re.compile(r"\b(?:error|struct|enum|union|opaque)\s*(?:\([^(){}]*\))?\s*$")
 _PARAM_NAME = re.compile(r'^(?:(?:comptime|noalias)\s+)?(?P<name>[A-Za-z_][A-Za-z0-9_]*|@"[^"]*")\s*:')
 
@@ -80,6 +86,24 @@ def stub_bodies(code: str) -> str:
     """``code`` with every function body replaced by ``{ _ = param; … @panic("stub"); }`` (parameters discarded
     so they are not unused); signatures, declarations and tests are kept. Functions returning `type` keep their
     body and the functions inside it are stubbed."""
+    return _replace_bodies(code, lambda discards, _ret: f"{{ {discards}{STUB_PANIC}; }}")
+
+
+def hollow_bodies(code: str) -> str:
+    """``code`` with every function computing nothing: it returns `undefined` (a `void` one just returns, a
+    `noreturn` one panics). Tests that still pass on it call the solution without checking what it returns."""
+
+    def body(discards: str, ret: str) -> str:
+        last = re.split(r"[\s!]", ret.strip())[-1]
+        if last == "noreturn":
+            return f"{{ {discards}{STUB_PANIC}; }}"
+        return f"{{ {discards}}}" if last == "void" else f"{{ {discards}return undefined; }}"
+
+    return _replace_bodies(code, body)
+
+
+def _replace_bodies(code: str, body: Callable[[str, str], str]) -> str:
+    """``code`` with each function body replaced by ``body(discards, return type text)``."""
     out: list[str] = []
     last = i = 0
     while i < len(code):
@@ -103,7 +127,7 @@ def stub_bodies(code: str) -> str:
             continue
         names = param_names(code[paren + 1 : after - 1], code[after:brace])
         discards = "".join(f"_ = {n}; " for n in names)
-        out += [code[last:brace], f"{{ {discards}{STUB_PANIC}; }}"]
+        out += [code[last:brace], body(discards, code[after:brace])]
         last = i = end
     out.append(code[last:])
     return "".join(out)
@@ -124,7 +148,7 @@ def find_test_decls(code: str) -> list[tuple[int, int, str]]:
         if m is None or end is None:
             i += 1
             continue
-        found.append((i, end, m.group("name") or m.group("ident") or ""))
+        found.append((i, end, m.group("name") or m.group("ident") or (m.group("quoted") or "")[2:-1]))
         i = end
     return found
 
