@@ -203,7 +203,7 @@ async def _find_run(out_dir: Path, checkpoint_url: str | None, run_id: str | Non
             except Exception as why:  # the database cannot be read: the missing run.json is still the news
                 log.debug("listing the database's runs failed: %s", why)
                 raise e from None
-            raise InputError(f"{e}; or name a run of the checkpoint database with --run-id: {known}") from None
+            raise InputError(f"{e}; {known}") from None
         url = _checkpoint_url(out_dir, info, checkpoint_url)
         return await _load_run(out_dir, info["run_id"], url) or info, url
     if checkpoint_url is None and not (out_dir / "state.sqlite").is_file():
@@ -217,16 +217,17 @@ async def _find_run(out_dir: Path, checkpoint_url: str | None, run_id: str | Non
 
 
 async def _known_runs(out_dir: Path, url: str | None) -> str:
-    """'ID (docs; last attempt's outcome), ...' for the runs a checkpoint database holds, newest first."""
+    """What to say of the runs a checkpoint database holds: their ids (docs; last attempt's outcome), newest
+    first."""
     from doctune.graph.checkpoint import open_persistence
     from doctune.graph.store import list_records
 
     async with open_persistence(url, out_dir) as (_, store):
         runs = await list_records(store, limit=KNOWN_RUNS + 1)
     if not runs:
-        return "it holds none"
+        return "the checkpoint database holds no run either"
     more = f", ... (the newest {KNOWN_RUNS} shown)" if len(runs) > KNOWN_RUNS else ""
-    return ", ".join(f"{r['run_id']} ({', '.join(map(str, r.get('docs') or []))}; "
+    return "or name a run of the checkpoint database with --run-id: " + ", ".join(f"{r['run_id']} ({', '.join(map(str, r.get('docs') or []))}; "
                      f"{((r.get('attempts') or [{}])[-1]).get('outcome', 'no attempt')})"
                      for r in runs[:KNOWN_RUNS]) + more
 
