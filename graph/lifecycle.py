@@ -226,10 +226,12 @@ async def _known_runs(out_dir: Path, url: str | None) -> str:
         runs = await list_records(store, limit=KNOWN_RUNS + 1)
     if not runs:
         return "the checkpoint database holds no run either"
+    def one(r: dict[str, Any]) -> str:
+        docs = ", ".join(map(str, r.get("docs") or []))
+        return f"{r['run_id']} ({docs}; {((r.get('attempts') or [{}])[-1]).get('outcome', 'no attempt')})"
+
     more = f", ... (the newest {KNOWN_RUNS} shown)" if len(runs) > KNOWN_RUNS else ""
-    return "or name a run of the checkpoint database with --run-id: " + ", ".join(f"{r['run_id']} ({', '.join(map(str, r.get('docs') or []))}; "
-                     f"{((r.get('attempts') or [{}])[-1]).get('outcome', 'no attempt')})"
-                     for r in runs[:KNOWN_RUNS]) + more
+    return "or name a run of the checkpoint database with --run-id: " + ", ".join(map(one, runs[:KNOWN_RUNS])) + more
 
 
 async def astatus(out_dir: Path | str, checkpoint_url: str | None = None, *, run_id: str | None = None) -> RunStatus:
