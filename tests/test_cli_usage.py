@@ -43,6 +43,13 @@ def test_usage_errors_are_one_line(args: list[str], message: str) -> None:
     assert "Traceback" not in p.stderr
 
 
+def test_an_error_keeps_its_square_brackets(tmp_path) -> None:
+    """Error lines are text, not markup: a file named `notes[draft].md` (or the hint `pip install
+    'doctune[postgres]'`) is printed as it is."""
+    p = doctune("split", str(tmp_path / "notes[draft].md"))
+    assert p.returncode == 2 and "notes[draft].md" in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
 @pytest.mark.parametrize("args", [[], ["-h"], ["--help"]])
 def test_bare_and_help_print_the_help(args: list[str]) -> None:
     p = doctune(*args)

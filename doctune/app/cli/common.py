@@ -29,7 +29,7 @@ def run_cli(app: typer.Typer, argv: list[str] | None = None) -> int:
     try:
         app(args=argv, prog_name="doctune", standalone_mode=False)
     except DoctuneError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        error_line(str(e))
         return 2
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/] (re-run the same command to resume)")
@@ -64,8 +64,16 @@ def settings_from(config: Path | None, **overrides: Any) -> Any:
     return load_settings(config, **overrides)
 
 
+def error_line(msg: str) -> None:
+    """`error: msg` on stderr; the message is text, never markup (`pip install 'doctune[postgres]'`, a file
+    named `notes[draft].md`)."""
+    from rich.text import Text
+
+    console.print(Text.assemble(("error:", "bold red"), f" {msg}"), highlight=False, soft_wrap=True)
+
+
 def fail(msg: str) -> None:
-    console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    error_line(msg)
     sys.exit(2)
 
 

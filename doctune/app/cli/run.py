@@ -87,7 +87,9 @@ def interruptible(call: Any) -> Any:
     try:
         return call()
     except Interrupted as e:
-        console.print(f"[yellow]{e}[/]", highlight=False, soft_wrap=True)
+        from rich.text import Text
+
+        console.print(Text(str(e), style="yellow"), highlight=False, soft_wrap=True)
         # SystemExit, not typer.Exit: click (standalone_mode=False) would hand typer.Exit's code back as a
         # return value that the entry point does not use.
         sys.exit(130)
