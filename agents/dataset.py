@@ -194,15 +194,16 @@ _MAIN_DECL = re.compile(r"\bpub\s+fn\s+main\s*\(")
 
 
 def load_dataset_dict(path: Path) -> Any:
-    """The saved DatasetDict of a run's out dir (its ``dataset/``) or of a dataset folder."""
+    """The saved DatasetDict of a run's out dir (its ``dataset/``) or of a dataset folder. An empty test split is
+    not saved (a run of one section has every pair on the train side)."""
     from datasets import DatasetDict, load_from_disk
 
     folder = path / "dataset" if (path / "dataset" / "dataset_dict.json").is_file() else path
     if not (folder / "dataset_dict.json").is_file():
         raise InputError(f"{path}: no exported dataset (expected {path}/dataset/ from `doctune run`)")
     data = load_from_disk(str(folder))
-    if not isinstance(data, DatasetDict) or "test" not in data or "train" not in data:
-        raise InputError(f"{folder}: expected a DatasetDict with train and test splits")
+    if not isinstance(data, DatasetDict) or "train" not in data:
+        raise InputError(f"{folder}: expected a DatasetDict with a train split (and a test split, unless empty)")
     return data
 
 

@@ -132,11 +132,24 @@ async def run_pipeline(
         try:
             status, values = await _drive(build_graph(checkpointer=saver, store=store), docs, max_sections, config,
                                           ctx, progress or NoProgress())
+            if status == "already_complete" and not _exported_in(out_dir, values):
+                # finished in another directory (same Postgres run): this one gets the outputs too
+                from doctune.graph.nodes import write_outputs
+                from doctune.graph.store import Store
+
+                values = {**values, "export": await write_outputs(Store(store, run_id), out_dir, values, settings)}
         finally:  # every exit path (an error, Ctrl-C) closes what this run opened: HTTP clients, verdict cache
             if context is None:
                 await ctx.aclose()
     _flush_traces()
     return summarize(run_id, status, generator_kind(settings), values, time.monotonic() - t0)
+
+
+def _exported_in(out_dir: Path, values: dict[str, Any]) -> bool:
+    """Did the run's export write into `out_dir` (the paths its export recorded are there)?"""
+    paths = [v for k, v in (values.get("export") or {}).items() if isinstance(v, str) and k.endswith(("path", "dir"))]
+    return bool(paths) and all(Path(p).resolve().is_relative_to(out_dir.resolve()) and Path(p).exists()
+                               for p in paths)
 
 
 async def _drive(graph: Any, docs: list[str], max_sections: int | None, config: dict[str, Any], ctx: Any,

@@ -372,8 +372,10 @@ def _lock_dir(out_dir: Path) -> int:
                 break
             except BlockingIOError:
                 if wait is None:
-                    raise InputError(f"{out_dir} is in use by another doctune run (wait for it, or stop it "
-                                     "first)") from None
+                    pid = os.pread(fd, 32, 0).decode(errors="replace").strip()  # the holder wrote its pid
+                    who = f" (pid {pid})" if pid.isdigit() else ""
+                    raise InputError(f"{out_dir} is in use by another doctune run{who}: wait for it, or stop it "
+                                     "first") from None
                 time.sleep(wait)
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())

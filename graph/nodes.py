@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from functools import partial
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from langgraph.runtime import Runtime
@@ -13,9 +14,11 @@ from langgraph.types import Send
 from doctune.agents.checking import already_repaired, check_pairs, code_hash, rejection_reason, repair_one
 from doctune.agents.generator import PairGenerator
 from doctune.core.schemas import Attempt, Pair
+from doctune.core.settings import Settings
 from doctune.graph.context import Context, aresolve, resolve, run_store
 from doctune.graph.names import CURATE, SECTION
 from doctune.graph.state import RunState, SectionResult, SectionState
+from doctune.graph.store import Store
 
 T = TypeVar("T")
 
@@ -224,18 +227,23 @@ def result_versions(state: RunState) -> dict[str, int]:
 
 async def export(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Write pairs.jsonl, rejected.jsonl and the HF DatasetDict with its card."""
+    ctx = await aresolve(runtime.context)
+    return {"export": await write_outputs(run_store(runtime, ctx), ctx.out_dir, state, ctx.settings)}
+
+
+async def write_outputs(store: Store, out_dir: Path, state: RunState | dict[str, Any], settings: Settings
+                        ) -> dict[str, Any]:
+    """The run's outputs in `out_dir` from a final state and the run's store (the export node's work; also a
+    finished run's, resumed from another directory)."""
     from doctune.agents.dataset import export_run
 
-    ctx = await aresolve(runtime.context)
-    store = run_store(runtime, ctx)
-    versions = result_versions(state) | state.get("versions", {})
+    versions = result_versions(state) | state.get("versions", {})  # type: ignore[arg-type]
     rejected = [r["pair_id"] for s in state.get("results", []) for r in s["rejected"]]
     wanted = dict.fromkeys([*state.get("kept", []), *rejected, *(d["pair_id"] for d in state.get("dropped", []))])
     pairs = await store.get_pairs(list(wanted), versions)
     sections = await store.get_sections(list(state.get("section_ids", [])))
-    info = await asyncio.to_thread(export_run, ctx.out_dir, {p.id: p for p in pairs}, state, ctx.settings,
+    return await asyncio.to_thread(export_run, out_dir, {p.id: p for p in pairs}, state, settings,
                                    {s.id: s for s in sections})
-    return {"export": info}
 
 
 def route_after_export(state: RunState, runtime: Runtime[Context]) -> Literal["train", "__end__"]:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
+from doctune.core.errors import InputError
 from doctune.core.schemas import Expect
 from doctune.core.settings import ValidatorSettings
 from doctune.evals import DEFAULT_TASKS
@@ -164,3 +166,11 @@ def test_dataset_rows_with_hidden_tests_or_a_stated_stdout_become_hidden_checked
     assert got["dataset-b"].mode == "run" and got["dataset-b"].checked_by == "expected_stdout"
     assert got["dataset-c"].expect_stdout is None  # calibrated later from running the reference
     assert "dataset-d" not in got  # declarations only, no tests: nothing can check an answer
+
+
+def test_an_empty_task_file_is_an_error_not_a_score(tmp_path: Path) -> None:
+    """`doctune export` can write no task (see its note); evaluating that file says so instead of pass@1 0.000."""
+    empty = tmp_path / "eval-tasks.jsonl"
+    empty.write_text("", encoding="utf-8")
+    with pytest.raises(InputError, match="no eval tasks in .*eval-tasks.jsonl: nothing to evaluate"):
+        load_tasks([empty])

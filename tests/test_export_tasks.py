@@ -5,6 +5,8 @@ solutions: those score pass@1 = 1.0 with the real Zig compiler, stubs (bodies re
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -196,3 +198,21 @@ def test_a_one_section_run_exports_a_dataset_that_loads(tmp_path: Path) -> None:
     assert save_dataset(rows, tmp_path / "dataset", test_size=0.2, seed=0) == {"train": 3, "test": 0}
     train, test = load_splits(tmp_path / "dataset")
     assert len(train) == 3 and test is None
+
+
+def test_export_of_a_run_without_a_test_split_is_zero_tasks_and_says_why(tmp_path: Path) -> None:
+    """A one-section run's dataset has no test split: `doctune export` writes no task and says so (it used to
+    call the dataset damaged)."""
+    pairs, _ = make_pairs()
+    one = [p for p in pairs if p.section_id == pairs[0].section_id]
+    run = tmp_path / "run"
+    run.mkdir()
+    state = {"results": [{"section_id": one[0].section_id, "generated": len(one), "accepted": [p.id for p in one],
+                          "rejected": [], "repairs": {}, "tokens": {"input": 0, "output": 0}, "error": None}],
+             "kept": [p.id for p in one], "dropped": []}
+    export_run(run, {p.id: p for p in one}, state, load_settings())
+    info = export_eval_tasks(run)
+    assert (info["tasks"], info["test_pairs"]) == (0, 0) and Path(info["tasks_path"]).read_text() == ""
+    r = subprocess.run([sys.executable, "-c", "from doctune.app.cli import main; main()", "export", str(run)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "has no test split" in r.stderr, r.stderr

@@ -193,6 +193,12 @@ def test_killed_run_resumes_from_another_directory_and_home(reference: dict, tmp
         seen = json.loads(by_id.stdout)
         assert (seen["state"], seen["sections"]["done"]) == ("completed", 3)
         assert [a["command"] for a in seen["attempts"]] == ["run", "resume"]
+        # The finished run, started again from that third directory: nothing is generated, the outputs land there.
+        again = run_cli(args, c_env, cwd=homes["c"])
+        assert again.returncode == 0 and "already complete" in again.stderr + again.stdout, again.stderr[-3000:]
+        sections_only = lambda calls: {h: n for h, n in calls.items() if h != "?"}  # noqa: E731 ("?": the probe)
+        assert sections_only(calls_by_section(srv)) == sections_only(after)
+        assert dataset_signature(homes["c"] / "out") == dataset_signature(homes["ref"] / "out")
     assert "resumed" in r.stderr
     assert not (b_out / "state.sqlite").exists()
     assert dataset_signature(b_out) == dataset_signature(homes["ref"] / "out")

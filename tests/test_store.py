@@ -126,7 +126,7 @@ def test_one_process_per_run_directory_and_a_status_poll_does_not_refuse_a_start
     async def go() -> None:
         async with claim_run(out, None, "r1"):
             assert lock_held(out)
-            with pytest.raises(InputError, match="is in use by another doctune run"):
+            with pytest.raises(InputError, match=rf"is in use by another doctune run \(pid {os.getpid()}\)"):
                 async with claim_run(out, None, "r2"):
                     pass
         assert not lock_held(out)

@@ -70,6 +70,7 @@ class EvalTask(BaseModel):
 
 
 def load_tasks(paths: Iterable[Path | str]) -> list[EvalTask]:
+    paths = list(paths)
     tasks: list[EvalTask] = []
     for p in paths:
         path = Path(p)
@@ -90,6 +91,8 @@ def load_tasks(paths: Iterable[Path | str]) -> list[EvalTask]:
     ids = [t.id for t in tasks]
     if len(set(ids)) != len(ids):
         raise InputError("eval task ids must be unique")
+    if not tasks:  # a pass@1 over nothing would read as 0.000
+        raise InputError(f"no eval tasks in {', '.join(map(str, paths))}: nothing to evaluate")
     return tasks
 
 

@@ -32,9 +32,11 @@ def register(app: typer.Typer) -> None:
         console.print(export_summary_line(info), highlight=False, soft_wrap=True)
         if not info["tasks"]:
             near = sum(n for why, n in info["skipped"].items() if why.startswith("near-duplicate"))
-            why = (f"all {near} candidate(s) near-duplicate train pairs (decontamination)" if near and near == sum(
-                info["skipped"].values()) else "no test-split pair has proven hidden tests or a stated stdout "
-                "(triplets come from `--generator llm`)")
+            why = ("the dataset has no test split (its sections all went to train: a run of one section)"
+                   if not info["test_pairs"] else
+                   f"all {near} candidate(s) near-duplicate train pairs (decontamination)" if near and near == sum(
+                       info["skipped"].values()) else "no test-split pair has proven hidden tests or a stated "
+                   "stdout (triplets come from `--generator llm`)")
             console.print(f"[yellow]note:[/] nothing to evaluate: {why}", highlight=False)
         if as_json:
             out.print_json(json.dumps(info))
