@@ -15,7 +15,8 @@ from typing import Any
 
 from doctune.core.errors import ConfigError
 
-PG_MISSING = "checkpoint.url is a Postgres URL but the Postgres saver is missing: pip install 'doctune[postgres]'"
+PG_MISSING = ("checkpoint.url is a Postgres URL but the Postgres saver is missing: pip install 'doctune[postgres]' "
+              "(in a checkout: pip install '.[postgres]', or `make setup-dev`)")
 
 
 def is_postgres(url: str | None) -> bool:

@@ -110,6 +110,8 @@ def settings_of_record(info: dict[str, Any], changes: dict[str, Any] | None = No
 def load_record(run_dir: Path) -> dict[str, Any]:
     """The run's run.json (run id, docs, max_sections, settings, attempts)."""
     f = run_dir / RUN_FILE
+    if not run_dir.exists():
+        raise InputError(f"{run_dir} does not exist (a run's output directory, from `doctune run … --out DIR`)")
     if not f.is_file():
         raise InputError(f"{run_dir} is not a doctune run directory (no run.json; start it with `doctune run`)")
     try:
