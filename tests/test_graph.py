@@ -162,7 +162,7 @@ def _nothing_left_behind(out: Path, url: str | None, threads_before: set[int]) -
     """After a run ends (even by a crash): no thread of it alive, the run lock free, the database writable."""
     import sqlite3
 
-    from doctune.graph.lifecycle import lock_held
+    from doctune.graph.runlock import lock_held
 
     # New daemon threads may stay (tqdm's monitor, started once per process); aiosqlite's connection thread is
     # not a daemon and must be gone.

@@ -119,7 +119,7 @@ def test_one_process_per_run_directory_and_a_status_poll_does_not_refuse_a_start
     import threading
 
     from doctune.core.errors import InputError
-    from doctune.graph.lifecycle import LOCK_FILE, claim_run, lock_held
+    from doctune.graph.runlock import LOCK_FILE, claim_run, lock_held
 
     out = tmp_path / "run"
 
